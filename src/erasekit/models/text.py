@@ -1,0 +1,75 @@
+"""Prompt encoding exactly as the pipelines do it, plus what erasure methods need: ids, masks, first-EoT index."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import PromptError
+
+
+@dataclass
+class EncodedPrompts:
+    embeddings: torch.Tensor         # (batch, max_length, d_text): what the UNet's cross-attention receives
+    input_ids: torch.Tensor          # (batch, max_length), of the first tokenizer
+    attention_mask: torch.Tensor     # (batch, max_length): 1 for SoT, words and the first EoT; 0 for padding
+    eot_index: torch.Tensor          # (batch,): position of the first end-of-text token
+    pooled: torch.Tensor | None = None  # SDXL's pooled embedding of the second encoder
+
+
+def first_eot_index(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """Index of the first EoT token in each row, from the ids (never from word counts)."""
+    is_eos = input_ids == eos_token_id
+    if not bool(is_eos.any(dim=1).all()):
+        raise PromptError("a tokenized prompt has no end-of-text token")
+    return is_eos.int().argmax(dim=1)
+
+
+def tokenize(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad/truncate to the tokenizer's length, warning with the words that were cut off."""
+    max_length = tokenizer.model_max_length
+    tokens = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    full = tokenizer(prompts, padding="longest", return_tensors="pt").input_ids
+    if full.shape[1] > max_length:
+        for prompt, row in zip(prompts, full):
+            ids = [i for i in row.tolist() if i != tokenizer.pad_token_id or i == tokenizer.eos_token_id]
+            cut = [i for i in ids[max_length - 1:] if i != tokenizer.eos_token_id]
+            if cut:
+                warnings.warn(f"prompt longer than the tokenizer's {max_length} tokens: cut "
+                              f"{tokenizer.decode(cut)!r} from {prompt!r}", stacklevel=3)
+    ids = tokens.input_ids
+    eot = first_eot_index(ids, tokenizer.eos_token_id)
+    mask = (torch.arange(ids.shape[1])[None, :] <= eot[:, None]).long()
+    return ids, mask
+
+
+def _check(prompts: list[str] | str) -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise PromptError("no prompts given: the prompt list is empty")
+    if not all(isinstance(p, str) for p in prompts):
+        raise PromptError("prompts must be strings")
+    return prompts
+
+
+@torch.no_grad()
+def encode(pipe, prompts: list[str] | str) -> EncodedPrompts:
+    """Encode prompts as `pipe` does for generation (SD1/SD2: last hidden state; SDXL: both encoders'
+    penultimate hidden states concatenated, and the second encoder's pooled output)."""
+    prompts = _check(prompts)
+    device = pipe.text_encoder.device if pipe.text_encoder is not None else pipe.text_encoder_2.device
+    ids, mask = tokenize(pipe.tokenizer, prompts)
+    if getattr(pipe, "text_encoder_2", None) is None:
+        hidden = pipe.text_encoder(ids.to(device))[0]
+        return EncodedPrompts(hidden, ids, mask, first_eot_index(ids, pipe.tokenizer.eos_token_id))
+    hiddens, pooled = [], None
+    for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
+        encoder_ids = ids if tokenizer is pipe.tokenizer else tokenize(tokenizer, prompts)[0]
+        out = encoder(encoder_ids.to(device), output_hidden_states=True)
+        pooled = out[0]
+        hiddens.append(out.hidden_states[-2])
+    return EncodedPrompts(torch.cat(hiddens, dim=-1), ids, mask, first_eot_index(ids, pipe.tokenizer.eos_token_id),
+                          pooled)

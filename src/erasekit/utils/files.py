@@ -1,0 +1,38 @@
+"""Atomic file writes and image grids."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from PIL import Image
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+
+
+def save_image(image: Image.Image, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    image.save(tmp)
+    os.replace(tmp, path)
+
+
+def grid(images: list[Image.Image], columns: int | None = None, scale: int = 1, pad: int = 2) -> Image.Image:
+    """Tile images (all the size of the first) into a grid, optionally upscaled with nearest-neighbour."""
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    w, h = images[0].size
+    w, h = w * scale, h * scale
+    sheet = Image.new("RGB", (columns * (w + pad) + pad, rows * (h + pad) + pad), (255, 255, 255))
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        sheet.paste(image.resize((w, h), Image.NEAREST), (pad + c * (w + pad), pad + r * (h + pad)))
+    return sheet
