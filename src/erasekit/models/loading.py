@@ -76,7 +76,7 @@ def load_pipeline(model: str | Path | None = None, *, dtype: torch.dtype = torch
     extra = {} if family == "sdxl" else {"safety_checker": None, "feature_extractor": None,
                                          "requires_safety_checker": False}
     try:
-        pipe = cls.from_pretrained(model, torch_dtype=dtype, use_safetensors=True, **extra)
+        pipe = cls.from_pretrained(model, dtype=dtype, use_safetensors=True, **extra)
     except (OSError, ValueError, EnvironmentError) as e:
         raise ModelError(f"cannot load {model}: {e}") from None
     if not find_cross_attention(pipe.unet):

@@ -2,7 +2,7 @@
 
 Each builder writes a complete diffusers pipeline folder (safetensors weights) that loads through the normal
 `DiffusionPipeline.from_pretrained(folder)` path, with the same component layout and conditioning plumbing as
-the real model family, but with a few hundred kilobytes of weights:
+the real model family, but with under 5 MB of weights (fp32):
 
 - ``sd1``: SD1.x layout. CLIP tokenizer padding with the end token, text width 32, epsilon prediction.
 - ``sd2``: SD2.x layout. Tokenizer padding with ``!`` (id 0), text width 48, linear-projection transformers,

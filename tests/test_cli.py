@@ -1,0 +1,36 @@
+import json
+
+from erasekit.cli.main import main as cli
+
+
+def run_generate(tiny_dirs, out, *extra):
+    return cli(["generate", "--model", str(tiny_dirs["sd1"]), "--prompt", "a red cat", "--steps", "2",
+                "--out", str(out), *extra])
+
+
+def test_generate_writes_images_grid_and_settings(tiny_dirs, tmp_path):
+    assert run_generate(tiny_dirs, tmp_path / "a", "--num-images", "3", "--seed", "7") == 0
+    names = sorted(p.name for p in (tmp_path / "a" / "images").iterdir())
+    assert names == ["0007.png", "0008.png", "0009.png"]
+    assert (tmp_path / "a" / "grid.png").stat().st_size > 0
+    settings = json.loads((tmp_path / "a" / "generate.json").read_text())
+    assert settings["seeds"] == [7, 8, 9] and settings["steps"] == 2 and settings["prompt"] == "a red cat"
+
+
+def test_same_seed_same_bytes_whatever_the_batch_size(tiny_dirs, tmp_path):
+    run_generate(tiny_dirs, tmp_path / "a", "--num-images", "3", "--batch-size", "3")
+    run_generate(tiny_dirs, tmp_path / "b", "--num-images", "3", "--batch-size", "1")
+    run_generate(tiny_dirs, tmp_path / "c", "--num-images", "1", "--seed", "1")
+    for name in ("0000.png", "0001.png", "0002.png"):
+        assert (tmp_path / "a/images" / name).read_bytes() == (tmp_path / "b/images" / name).read_bytes()
+    assert (tmp_path / "a/images/0001.png").read_bytes() == (tmp_path / "c/images/0001.png").read_bytes()
+    assert (tmp_path / "a/images/0000.png").read_bytes() != (tmp_path / "a/images/0001.png").read_bytes()
+
+
+def test_every_subcommand_has_help_with_model_option(capsys):
+    import pytest
+    for command in ("generate", "erase", "eval", "attack", "bench", "report"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "--model" in capsys.readouterr().out

@@ -1,0 +1,181 @@
+import pytest
+import torch
+
+import erasekit
+from erasekit.edits import ProcessorEdit, WeightDelta, applied_edits, register_processor
+from erasekit.generation import generate
+from erasekit.models import find_cross_attention
+
+
+def kv_names(pipe):
+    return [f"{layer.name}.{p}.weight" for layer in find_cross_attention(pipe.unet) for p in ("to_k", "to_v")]
+
+
+def random_delta(pipe, seed, rank=None, names=None):
+    g = torch.Generator().manual_seed(seed)
+    params = dict(pipe.unet.named_parameters())
+    deltas = {}
+    for name in names or kv_names(pipe):
+        out, inp = params[name].shape
+        if rank:
+            deltas[name] = (torch.randn(out, rank, generator=g) * 0.1, torch.randn(rank, inp, generator=g) * 0.1)
+        else:
+            deltas[name] = torch.randn(out, inp, generator=g) * 0.1
+    return WeightDelta.create(pipe, deltas, method="test", concepts=[f"c{seed}"], config={"seed": seed})
+
+
+def snapshot(pipe):
+    return {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_apply_changes_weights_and_remove_restores_bit_exactly(tiny_pipe):
+    before = snapshot(tiny_pipe)
+    edit = random_delta(tiny_pipe, 1)
+    edit.apply(tiny_pipe)
+    name = kv_names(tiny_pipe)[0]
+    torch.testing.assert_close(dict(tiny_pipe.unet.named_parameters())[name], before[name] + edit.delta(name))
+    assert not torch.equal(dict(tiny_pipe.unet.named_parameters())[name], before[name])
+    edit.remove(tiny_pipe)
+    assert_same(snapshot(tiny_pipe), before)
+    assert applied_edits(tiny_pipe) == []
+
+
+def test_low_rank_delta_is_up_times_down(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    edit = random_delta(pipe, 2, rank=2)
+    name = kv_names(pipe)[0]
+    up, down = edit.tensors["up." + name], edit.tensors["down." + name]
+    torch.testing.assert_close(edit.delta(name), up @ down)
+    assert torch.linalg.matrix_rank(edit.delta(name)) == 2
+
+
+def test_stacked_edits_remove_in_any_order(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    before = snapshot(pipe)
+    names = kv_names(pipe)
+    a = random_delta(pipe, 1, names=names[:4])
+    b = random_delta(pipe, 2, names=names[2:])  # overlaps a on names[2:4]
+    a.apply(pipe)
+    b.apply(pipe)
+    params = dict(pipe.unet.named_parameters())
+    torch.testing.assert_close(params[names[3]], before[names[3]] + a.delta(names[3]) + b.delta(names[3]))
+    a.remove(pipe)  # the first one out first
+    only_b = snapshot(pipe)
+    b.remove(pipe)
+    assert_same(snapshot(pipe), before)
+    b.apply(pipe)
+    assert_same(snapshot(pipe), only_b)
+
+
+def test_save_load_round_trip_and_same_images(tiny_dirs, tmp_path):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    edit = random_delta(pipe, 3, rank=1)
+    edit.save(tmp_path / "edit")
+    loaded = erasekit.load_edit(tmp_path / "edit")
+    assert isinstance(loaded, WeightDelta)
+    assert loaded.metadata == edit.metadata
+    assert loaded.tensors.keys() == edit.tensors.keys()
+    edit.apply(pipe)
+    first = generate(pipe, "a cat", [0], steps=2, progress=False)[0]
+    edit.remove(pipe)
+    loaded.apply(pipe)
+    assert generate(pipe, "a cat", [0], steps=2, progress=False)[0].tobytes() == first.tobytes()
+    assert sorted(p.name for p in (tmp_path / "edit").iterdir()) == ["edit.json", "tensors.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["edit"]  # no temporary folder left behind
+
+
+def test_save_refuses_to_overwrite_unless_asked(tiny_dirs, tmp_path):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    edit = random_delta(pipe, 4)
+    edit.save(tmp_path / "e")
+    with pytest.raises(erasekit.EditError, match="already exists"):
+        edit.save(tmp_path / "e")
+    edit.save(tmp_path / "e", overwrite=True)
+    assert erasekit.load_edit(tmp_path / "e").metadata == edit.metadata
+
+
+def test_refuses_model_with_other_weights(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    edit = random_delta(pipe, 5)
+    other = erasekit.load_pipeline(tiny_dirs["sd1"])
+    with torch.no_grad():
+        other.unet.mid_block.attentions[0].transformer_blocks[0].attn2.to_k.weight.add_(1e-3)
+    with pytest.raises(erasekit.EditError, match="other weights"):
+        edit.apply(other)
+    assert applied_edits(other) == []
+
+
+def test_refuses_model_with_other_architecture(tiny_dirs):
+    sd1 = erasekit.load_pipeline(tiny_dirs["sd1"])
+    edit = random_delta(sd1, 6)
+    sd2 = erasekit.load_pipeline(tiny_dirs["sd2"])
+    before = snapshot(sd2)
+    with pytest.raises(erasekit.EditError, match="another model architecture"):
+        edit.apply(sd2)
+    assert_same(snapshot(sd2), before)
+
+
+def test_shape_mismatch_is_refused_even_without_architecture_check(tiny_dirs):
+    sd1 = erasekit.load_pipeline(tiny_dirs["sd1"])
+    edit = random_delta(sd1, 7)
+    edit.metadata["fingerprint"].pop("architecture")
+    sd2 = erasekit.load_pipeline(tiny_dirs["sd2"])
+    with pytest.raises(erasekit.EditError, match="does not fit|does not have"):
+        edit.apply(sd2)
+
+
+def test_edit_made_on_a_stack_fits_the_same_base(tiny_dirs):
+    """Independent edits made from the same base model can be stacked: the fingerprint is of the base weights."""
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    a = random_delta(pipe, 8)
+    b = random_delta(pipe, 9)
+    a.apply(pipe)
+    b.apply(pipe)
+    c = random_delta(pipe, 10)  # made while a and b are applied: still fingerprinted on the base
+    b.remove(pipe)
+    a.remove(pipe)
+    c.apply(pipe)
+    assert applied_edits(pipe) == [c]
+
+
+calls = []
+
+
+@register_processor("test-scale-values")
+def _scaled_processor(edit, pipe, name, module):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+    inner, factor = AttnProcessor2_0(), edit.metadata["config"]["factor"]
+
+    def process(attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
+        calls.append(name)
+        return inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kw) * factor
+    return process
+
+
+def test_processor_edit_changes_images_and_restores_processors(tiny_pipe, tmp_path):
+    before = dict(tiny_pipe.unet.attn_processors)
+    base = generate(tiny_pipe, "a cat", [0], steps=2, progress=False)[0]
+    edit = ProcessorEdit(method="test", concepts=["cat"], config={"processor": "test-scale-values", "factor": 0.0})
+    edit.save(tmp_path / "p")
+    loaded = erasekit.load_edit(tmp_path / "p")
+    calls.clear()
+    loaded.apply(tiny_pipe)
+    edited = generate(tiny_pipe, "a cat", [0], steps=2, progress=False)[0]
+    assert set(calls) == {layer.name for layer in find_cross_attention(tiny_pipe.unet)}
+    assert edited.tobytes() != base.tobytes()
+    loaded.remove(tiny_pipe)
+    assert dict(tiny_pipe.unet.attn_processors) == before
+    assert generate(tiny_pipe, "a cat", [0], steps=2, progress=False)[0].tobytes() == base.tobytes()
+
+
+def test_unknown_processor_is_refused(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    edit = ProcessorEdit(method="x", concepts=["c"], config={"processor": "nope"})
+    with pytest.raises(erasekit.EditError, match="not available"):
+        edit.apply(pipe)
