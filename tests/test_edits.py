@@ -179,3 +179,51 @@ def test_unknown_processor_is_refused(tiny_dirs):
     edit = ProcessorEdit(method="x", concepts=["c"], config={"processor": "nope"})
     with pytest.raises(erasekit.EditError, match="not available"):
         edit.apply(pipe)
+
+
+class LowRankOnInput(torch.nn.Module):
+    """x + U Vᵀ x, the Safe-Adapter shape, for the adapter-kind tests."""
+
+    def __init__(self, config, target):
+        super().__init__()
+        d, r = target.in_features, config["rank"]
+        self.down = torch.nn.Linear(d, r, bias=False)
+        self.up = torch.nn.Linear(r, d, bias=False)
+
+    def forward(self, x):
+        return x + self.up(self.down(x))
+
+
+def test_adapter_edit_round_trip_changes_images_and_removes_cleanly(tiny_dirs, tmp_path):
+    from erasekit.edits import AdapterEdit, register_adapter
+    from erasekit.models import fingerprint
+    register_adapter("test-lowrank-input")(LowRankOnInput)
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    before = snapshot(pipe)
+    base = generate(pipe, "a cat", [0], steps=2, progress=False)[0]
+    targets = [f"{layer.name}.to_k" for layer in find_cross_attention(pipe.unet)]
+    modules = dict(pipe.unet.named_modules())
+    torch.manual_seed(0)
+    adapters = {t: LowRankOnInput({"rank": 2}, modules[t]) for t in targets}
+    edit = AdapterEdit.from_modules(adapters, adapter="test-lowrank-input", mode="input", method="test",
+                                    concepts=["cat"], config={"rank": 2}, fingerprint=fingerprint(pipe, []))
+    edit.save(tmp_path / "a")
+    loaded = erasekit.load_edit(tmp_path / "a")
+    loaded.apply(pipe)
+    assert generate(pipe, "a cat", [0], steps=2, progress=False)[0].tobytes() != base.tobytes()
+    x = torch.randn(3, modules[targets[0]].in_features)
+    target = modules[targets[0]]
+    torch.testing.assert_close(target(x), torch.nn.functional.linear(adapters[targets[0]](x), target.weight,
+                                                                     target.bias))
+    loaded.remove(pipe)
+    assert_same(snapshot(pipe), before)  # weights were never touched
+    assert generate(pipe, "a cat", [0], steps=2, progress=False)[0].tobytes() == base.tobytes()
+
+
+def test_adapter_for_missing_modules_is_refused(tiny_dirs):
+    from erasekit.edits import AdapterEdit
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    edit = AdapterEdit({"nowhere.to_k::down.weight": torch.zeros(1, 1)}, method="t", concepts=["c"],
+                       config={"adapter": "test-lowrank-input", "mode": "input"})
+    with pytest.raises(erasekit.EditError, match="does not have|not available"):
+        edit.apply(pipe)

@@ -27,6 +27,7 @@ from . import components
 from .captions import caption
 from .domain import LABELS, Scene
 from .render import render, sample_scene
+from ..models.loading import DEFAULTS_FILE
 from .tokenizer import save_tokenizer
 
 
@@ -258,6 +259,9 @@ def export(out: Path, dest: Path, scale: float) -> None:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(dest, safe_serialization=True)
+    card = {"steps": components.DEFAULT_STEPS, "guidance": components.DEFAULT_GUIDANCE,
+            "trained_by": "python -m erasekit.shapeworld.train", "train_config": json.loads((out / "config.json").read_text())}
+    (Path(dest) / DEFAULTS_FILE).write_text(json.dumps(card, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,81 @@
+"""Adapter edits: small extra modules attached to UNet submodules through forward hooks, weights untouched.
+
+An adapter type is registered by name with a factory `(config, target_module) -> torch.nn.Module`. Mode "input"
+adapters transform what the target receives (ForceForget's Safe Adapter acts on the text embedding before
+`attn2.to_k` / `to_v`); mode "output" adapters add to what it returns (a LoRA-style branch). The adapters'
+weights are the edit's tensors, named `<target module>::<adapter parameter>`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..errors import EditError
+from .base import Edit, register_edit_kind
+
+ADAPTERS: dict[str, Callable[[dict, torch.nn.Module], torch.nn.Module]] = {}
+SEPARATOR = "::"
+
+
+def register_adapter(name: str):
+    def wrap(factory):
+        ADAPTERS[name] = factory
+        return factory
+    return wrap
+
+
+@register_edit_kind
+class AdapterEdit(Edit):
+    kind = "adapter"
+
+    @classmethod
+    def from_modules(cls, adapters: dict[str, torch.nn.Module], *, adapter: str, mode: str, fingerprint: dict,
+                     **metadata) -> "AdapterEdit":
+        """Package trained adapter modules, keyed by the UNet submodule each attaches to."""
+        tensors = {f"{target}{SEPARATOR}{k}": v.detach().cpu() for target, module in adapters.items()
+                   for k, v in module.state_dict().items()}
+        config = {**metadata.pop("config", {}), "adapter": adapter, "mode": mode}
+        return cls(tensors, config=config, fingerprint=fingerprint, **metadata)
+
+    @property
+    def targets(self) -> list[str]:
+        return sorted({k.split(SEPARATOR)[0] for k in self.tensors})
+
+    def _check_fits(self, pipe) -> None:
+        super()._check_fits(pipe)
+        config = self.metadata["config"]
+        if config.get("adapter") not in ADAPTERS:
+            raise EditError(f"{self}: adapter type {config.get('adapter')!r} is not available in this erasekit")
+        if config.get("mode") not in ("input", "output"):
+            raise EditError(f"{self}: adapter mode must be 'input' or 'output', not {config.get('mode')!r}")
+        modules = dict(pipe.unet.named_modules())
+        missing = [t for t in self.targets if t not in modules]
+        if missing:
+            raise EditError(f"{self} attaches to modules this UNet does not have: {missing[:3]}")
+
+    def build(self, target: torch.nn.Module, name: str) -> torch.nn.Module:
+        config = self.metadata["config"]
+        adapter = ADAPTERS[config["adapter"]](config, target)
+        state = {k.split(SEPARATOR, 1)[1]: v for k, v in self.tensors.items() if k.split(SEPARATOR)[0] == name}
+        try:
+            adapter.load_state_dict(state)
+        except RuntimeError as e:
+            raise EditError(f"{self}: adapter weights do not fit {name}: {e}") from None
+        return adapter.to(next(target.parameters()).device, next(target.parameters()).dtype)
+
+    def _apply(self, pipe) -> None:
+        modules = dict(pipe.unet.named_modules())
+        handles = []
+        for name in self.targets:
+            adapter = self.build(modules[name], name)
+            if self.metadata["config"]["mode"] == "input":
+                handle = modules[name].register_forward_pre_hook(lambda m, args, a=adapter: (a(args[0]), *args[1:]))
+            else:
+                handle = modules[name].register_forward_hook(lambda m, args, out, a=adapter: out + a(args[0]))
+            handles.append(handle)
+        pipe.__dict__.setdefault("erasekit_adapter_hooks", {})[id(self)] = handles
+
+    def _remove(self, pipe) -> None:
+        for handle in pipe.erasekit_adapter_hooks.pop(id(self)):
+            handle.remove()
