@@ -246,21 +246,40 @@ def train_denoiser(cfg: TrainConfig, labels: np.ndarray, latents: dict, out: Pat
     text_encoder.save_pretrained(out / "text_encoder_trained", safe_serialization=True)
 
 
-def export(out: Path, dest: Path, scale: float) -> None:
+def checkpoint_models(out: Path):
+    """The EMA UNet and text encoder of the latest denoiser checkpoint (for exporting a run in progress)."""
+    from transformers import CLIPTokenizer
+    tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
+    text_encoder, unet = components.text_encoder(tokenizer), components.unet()
+    ema = EMA([unet, text_encoder], 0.0)
+    holder = ema.state_module()
+    holder.load_state_dict(load_file(out / "ckpt_denoiser" / "ema.safetensors"))
+    ema.shadow = list(holder.shadow)
+    ema.copy_to_model()
+    step = json.loads((out / "ckpt_denoiser" / "step.json").read_text())["step"]
+    return unet, text_encoder, step
+
+
+def export(out: Path, dest: Path, scale: float, from_checkpoint: bool = False) -> None:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
     vae = AutoencoderKL.from_pretrained(out / "vae_trained")
     vae.register_to_config(scaling_factor=scale)
+    if from_checkpoint:
+        unet, text_encoder, step = checkpoint_models(out)
+    else:
+        unet = UNet2DConditionModel.from_pretrained(out / "unet_trained")
+        text_encoder = CLIPTextModel.from_pretrained(out / "text_encoder_trained")
+        step = json.loads((out / "config.json").read_text())["steps"]
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=CLIPTextModel.from_pretrained(out / "text_encoder_trained"),
-        tokenizer=CLIPTokenizer.from_pretrained(out / "tokenizer"),
-        unet=UNet2DConditionModel.from_pretrained(out / "unet_trained"),
+        vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(out / "tokenizer"), unet=unet,
         scheduler=components.sample_scheduler(), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.save_pretrained(dest, safe_serialization=True)
-    card = {"steps": components.DEFAULT_STEPS, "guidance": components.DEFAULT_GUIDANCE,
-            "trained_by": "python -m erasekit.shapeworld.train", "train_config": json.loads((out / "config.json").read_text())}
+    card = {"steps": components.DEFAULT_STEPS, "guidance": components.DEFAULT_GUIDANCE, "denoiser_steps": step,
+            "trained_by": "python -m erasekit.shapeworld.train",
+            "train_config": json.loads((out / "config.json").read_text())}
     (Path(dest) / DEFAULTS_FILE).write_text(json.dumps(card, indent=2))
 
 
@@ -268,13 +287,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="working folder (data, checkpoints, logs)")
     parser.add_argument("--export", help="where to write the final pipeline folder (default: OUT/pipeline)")
+    parser.add_argument("--from-checkpoint", action="store_true",
+                        help="only export the EMA weights of the latest checkpoint of a run still in progress")
     for field, default in asdict(TrainConfig(out="")).items():
         if field != "out":
             parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     args = vars(parser.parse_args(argv))
     dest = Path(args.pop("export") or Path(args["out"]) / "pipeline")
+    from_checkpoint = args.pop("from_checkpoint")
     cfg = TrainConfig(**args)
     out = Path(cfg.out)
+    if from_checkpoint:
+        export(out, dest, load_file(out / "latents.safetensors")["scale"].item(), from_checkpoint=True)
+        print(f"pipeline of checkpoint written to {dest}")
+        return
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
