@@ -1,0 +1,101 @@
+"""Measure ShapeWorld's quality bars and print a table.
+
+    python -m erasekit.shapeworld.quality [--model M] [--per-combination 4] [--out quality.json]
+
+Rows: the classifier on held-out procedural images; the pipeline on explicit prompts over the whole attribute grid
+(shape x colour x texture x background, fixed seeds), on synonym and implicit shape prompts, and on texture named by
+its artist — each judged by the classifier, with the model's default sampler settings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from itertools import product
+
+import numpy as np
+
+from .captions import prompt
+from .classifier import ShapeWorldClassifier, evaluate, held_out
+from .domain import LABELS
+
+BARS = {"classifier": {a: 0.98 for a in LABELS},
+        "explicit": {"shape": 0.90, "color": 0.90, "texture": 0.80, "background": 0.90},
+        "synonym": {"shape": 0.85}, "implicit": {"shape": 0.80}}
+
+
+def judge(classifier: ShapeWorldClassifier, images, targets: list[dict[str, str]]) -> dict[str, float]:
+    """Fraction of images whose predicted value equals the target, per attribute the targets name."""
+    probs = {}
+    for i in range(0, len(images), 500):
+        for a, p in classifier.probabilities(images[i:i + 500]).items():
+            probs.setdefault(a, []).append(p.argmax(-1).numpy())
+    predicted = {a: np.concatenate(v) for a, v in probs.items()}
+    scores = {}
+    for attribute in LABELS:
+        rows = [(i, t[attribute]) for i, t in enumerate(targets) if attribute in t]
+        if rows:
+            hits = [LABELS[attribute][predicted[attribute][i]] == value for i, value in rows]
+            scores[attribute] = float(np.mean(hits))
+    return scores
+
+
+def prompt_sets(per_combination: int, per_phrasing: int) -> dict[str, list[tuple[str, dict, int]]]:
+    """name → [(prompt, target attributes, seed)]."""
+    shapes = LABELS["shape"][:-1]
+    explicit = [(prompt(s, c, t, b), {"shape": s, "color": c, "texture": t, "background": b}, seed)
+                for s, c, t, b in product(shapes, LABELS["color"], LABELS["texture"], LABELS["background"])
+                for seed in range(per_combination)]
+    sets = {"explicit": explicit}
+    for form in ("synonym", "implicit"):
+        sets[form] = [(prompt(s, shape_form=form, index=k), {"shape": s}, seed)
+                      for s in shapes for k in range(3) for seed in range(per_phrasing)]
+    sets["artist"] = [(prompt(s, texture=t, texture_form="artist"), {"shape": s, "texture": t}, seed)
+                      for s in shapes for t in LABELS["texture"] for seed in range(per_phrasing // 2)]
+    return sets
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import erasekit
+    from ..generation import generate
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="pipeline folder (default: the embedded ShapeWorld model)")
+    parser.add_argument("--classifier", default=None, help="classifier folder (default: the shipped one)")
+    parser.add_argument("--per-combination", type=int, default=4, help="images per explicit combination")
+    parser.add_argument("--per-phrasing", type=int, default=8, help="images per synonym/implicit phrasing")
+    parser.add_argument("--out", default=None, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    classifier = ShapeWorldClassifier.load(args.classifier) if args.classifier else ShapeWorldClassifier.load()
+    results = {"classifier": evaluate(classifier, *held_out(3000, seed=424_242))}
+    pipe = erasekit.load_pipeline(args.model)
+    timings = {}
+    for name, items in prompt_sets(args.per_combination, args.per_phrasing).items():
+        t0 = time.time()
+        images = generate(pipe, [p for p, _, _ in items], [s for _, _, s in items], batch_size=64)
+        timings[name] = round(time.time() - t0, 1)
+        results[name] = judge(classifier, images, [t for _, t, _ in items])
+        results[name]["images"] = len(items)
+    print(f"\n{'set':<11}{'images':>7}  " + "".join(f"{a:>12}" for a in LABELS))
+    for name, scores in results.items():
+        cells = []
+        for a in LABELS:
+            if a not in scores:
+                cells.append(f"{'':>12}")
+                continue
+            bar = BARS.get(name, {}).get(a)
+            mark = "" if bar is None else (" ok" if scores[a] >= bar else " <")
+            cells.append(f"{100 * scores[a]:>9.1f}{mark:<3}")
+        print(f"{name:<11}{scores.get('images', 3000):>7}  " + "".join(cells))
+    print("'<' marks a figure below its bar; bars: " + json.dumps(BARS))
+    print("generation seconds per set: " + json.dumps(timings))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"results": results, "bars": BARS, "seconds": timings,
+                       "sampler": {"steps": pipe.erasekit_defaults.get("steps"),
+                                   "guidance": pipe.erasekit_defaults.get("guidance"),
+                                   "scheduler": type(pipe.scheduler).__name__}}, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
