@@ -26,11 +26,11 @@ def first_eot_index(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     return is_eos.int().argmax(dim=1)
 
 
-def tokenize(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def tokenize(tokenizer, prompts: list[str], warn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad/truncate to the tokenizer's length, warning with the words that were cut off."""
     max_length = tokenizer.model_max_length
     tokens = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
-    full = tokenizer(prompts, padding="longest", return_tensors="pt").input_ids
+    full = tokenizer(prompts, padding="longest", return_tensors="pt").input_ids if warn else tokens.input_ids
     if full.shape[1] > max_length:
         for prompt, row in zip(prompts, full):
             ids = [i for i in row.tolist() if i != tokenizer.pad_token_id or i == tokenizer.eos_token_id]
@@ -56,18 +56,19 @@ def _check(prompts: list[str] | str) -> list[str]:
 
 
 @torch.no_grad()
-def encode(pipe, prompts: list[str] | str) -> EncodedPrompts:
+def encode(pipe, prompts: list[str] | str, warn: bool = True) -> EncodedPrompts:
     """Encode prompts as `pipe` does for generation (SD1/SD2: last hidden state; SDXL: both encoders'
-    penultimate hidden states concatenated, and the second encoder's pooled output)."""
+    penultimate hidden states concatenated, and the second encoder's pooled output). `warn=False` silences the
+    warning about prompts cut to the tokenizer's length (for internal prompt lists)."""
     prompts = _check(prompts)
     device = pipe.text_encoder.device if pipe.text_encoder is not None else pipe.text_encoder_2.device
-    ids, mask = tokenize(pipe.tokenizer, prompts)
+    ids, mask = tokenize(pipe.tokenizer, prompts, warn)
     if getattr(pipe, "text_encoder_2", None) is None:
         hidden = pipe.text_encoder(ids.to(device))[0]
         return EncodedPrompts(hidden, ids, mask, first_eot_index(ids, pipe.tokenizer.eos_token_id))
     hiddens, pooled = [], None
     for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
-        encoder_ids = ids if tokenizer is pipe.tokenizer else tokenize(tokenizer, prompts)[0]
+        encoder_ids = ids if tokenizer is pipe.tokenizer else tokenize(tokenizer, prompts, warn=False)[0]
         out = encoder(encoder_ids.to(device), output_hidden_states=True)
         pooled = out[0]
         hiddens.append(out.hidden_states[-2])
