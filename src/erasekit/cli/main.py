@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
+# Library chatter (transformers' note that torchvision is absent, diffusers' loading bars) is not for CLI users.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
 from ..errors import ErasekitError
-from . import generate
+from . import erase, generate
 
 MODEL_HELP = ("a diffusers pipeline folder or hub id (SD1.x, SD2.x, SDXL); default: the embedded ShapeWorld "
               "model")
 # Subcommands whose implementation lands in later releases: (name, help, what is missing).
 PLANNED = {
-    "erase": "erase concepts from a model and write an Edit folder",
     "eval": "measure erasure, preservation and robustness with a recorded protocol",
     "attack": "red-team an edited model (Ring-A-Bell, UnlearnDiffAtk, P4D, concept inversion)",
     "bench": "run the method x concept benchmark on ShapeWorld",
@@ -39,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"erasekit {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     generate.add_parser(sub, MODEL_HELP)
+    erase.add_parser(sub, MODEL_HELP)
     for name, help_text in PLANNED.items():
         p = sub.add_parser(name, help=f"{help_text} (not available yet)", description=f"{help_text}. Not "
                            "available yet in this version.")
@@ -53,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if rest and args.command not in PLANNED:  # a planned command says it is planned, whatever its options
         parser.parse_args(argv)  # argparse reports the unknown options and exits
     warnings.simplefilter("default")
+    from diffusers.utils import logging as diffusers_logging
+    diffusers_logging.disable_progress_bar()
     try:
         return args.run(args) or 0
     except ErasekitError as e:

@@ -1,0 +1,64 @@
+"""`erasekit erase`: run an erasure method and write the Edit folder."""
+from __future__ import annotations
+
+import yaml
+
+from ..errors import ErasekitError
+
+
+def add_parser(sub, model_help: str) -> None:
+    from ..methods import METHODS, _load_all
+    _load_all()
+    methods = ", ".join(f"{m.name} ({m.summary})" for m in METHODS.values())
+    p = sub.add_parser("erase", help="erase concepts from a model and write an Edit folder",
+                       description=f"Erase concepts and write DIR/edit.json + DIR/tensors.safetensors. Methods: "
+                       f"{methods}. Apply the result with 'erasekit generate --edit DIR'.")
+    p.add_argument("--model", default=None, help=model_help)
+    p.add_argument("--method", required=True, choices=sorted(METHODS), help="the erasure method")
+    p.add_argument("--concept", action="append", default=[], metavar="C",
+                   help="a concept to erase (repeat for several), or a preset: nudity, unsafe, artists, objects, "
+                   "shapeworld/<concept> (e.g. shapeworld/triangle, 'shapeworld/tobias renn')")
+    p.add_argument("--anchor", default=None, help="what the concept becomes ('' = unconditional; default: the "
+                   "preset's, else '')")
+    p.add_argument("--preserve", nargs="*", default=None, metavar="P", help="concepts to keep unchanged")
+    p.add_argument("--spec", default=None, metavar="FILE", help="a YAML/JSON concept spec (targets, anchor, "
+                   "preserve, templates, pairs)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, e.g. lam=0.1 or epochs=2 (see the method's config)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the Edit folder to write (must not exist)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.set_defaults(run=run)
+
+
+def parse_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ErasekitError(f"--option {pair!r}: expected KEY=VALUE")
+        key, value = pair.split("=", 1)
+        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return options
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from .. import erase, load_pipeline
+    from ..concepts import resolve
+    from ..erasure.validation import shapeworld_validator
+    from ..methods import make_config
+
+    if not args.concept and not args.spec:
+        raise ErasekitError("give at least one --concept or a --spec file")
+    if Path(args.out).exists() and not args.overwrite:
+        raise ErasekitError(f"{args.out} already exists; choose another folder or pass --overwrite")
+    options = parse_options(args.option)
+    make_config(args.method, **options)  # unknown options fail before the model loads
+    spec = resolve(args.concept or None, anchor=args.anchor, preserve=args.preserve, spec_file=args.spec)
+    pipe = load_pipeline(args.model)
+    if args.method == "rece" and "validator" not in options and args.model is None:
+        options["validator"] = shapeworld_validator(spec)
+    edit = erase(pipe, args.method, spec, **options)
+    edit.save(args.out, overwrite=args.overwrite)
+    print(f"wrote {edit} to {args.out} in {edit.metadata['protocol']['seconds_erase']:.2f} s")
+    return 0
