@@ -27,6 +27,9 @@ def add_parser(sub, model_help: str) -> None:
                    help="a method option, e.g. lam=0.1 or epochs=2 (see the method's config)")
     p.add_argument("--out", required=True, metavar="DIR", help="the Edit folder to write (must not exist)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--lora", default=None, metavar="FILE", help="also write a LoRA .safetensors file that plain "
+                   "diffusers loads with pipe.load_lora_weights(FILE)")
+    p.add_argument("--lora-rank", type=int, default=None, help="cap the LoRA rank (the error is reported)")
     p.set_defaults(run=run)
 
 
@@ -61,4 +64,8 @@ def run(args) -> int:
     edit = erase(pipe, args.method, spec, **options)
     edit.save(args.out, overwrite=args.overwrite)
     print(f"wrote {edit} to {args.out} in {edit.metadata['protocol']['seconds_erase']:.2f} s")
+    if args.lora:
+        report = edit.export_lora(args.lora, max_rank=args.lora_rank)
+        print(f"wrote LoRA {args.lora}: ranks {report['ranks']}, max relative error "
+              f"{report['max_relative_error']:.2e}")
     return 0

@@ -94,6 +94,11 @@ class Edit:
     def _remove(self, pipe) -> None:
         raise NotImplementedError
 
+    def export_lora(self, path: str | Path, max_rank: int | None = None, tol: float = 1e-7) -> dict:
+        """Write a LoRA file for `pipe.load_lora_weights(path)`; returns ranks and the relative error."""
+        from .lora import export_lora
+        return export_lora(self, path, max_rank, tol)
+
     # Saving and loading.
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write `path/edit.json` and `path/tensors.safetensors` atomically: a crash leaves no partial folder."""
