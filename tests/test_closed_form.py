@@ -194,3 +194,13 @@ def test_spec_file_and_shapeworld_presets(tmp_path):
     artist = preset("shapeworld/tobias renn")
     assert artist.targets == ["tobias renn"] and "ines kovac" in artist.preserve
     assert resolve("nudity").anchors == [""]
+
+
+def test_rece_defaults_follow_the_concept_kind(sd1):
+    plain = erasekit.erase(sd1, "rece", resolve(["nude"], anchor=""), epochs=None)
+    assert plain.metadata["config"]["epochs"] == 1 and plain.metadata["config"]["lam_reg"] == 0.1  # object kind
+    nudity = erasekit.erase(sd1, "rece", ["nudity"])
+    assert nudity.metadata["config"]["epochs"] == 3 and nudity.metadata["config"]["lam_reg"] == 0.1
+    assert preset("artists").kind == "style" and preset("shapeworld/tobias renn").kind == "style"
+    artist = erasekit.erase(sd1, "rece", ["nude"], anchor="", lam_reg=1e-3, epochs=2)
+    assert artist.metadata["config"]["epochs"] == 2 and artist.metadata["config"]["lam_reg"] == 1e-3

@@ -23,6 +23,9 @@ SHAPEWORLD_ANCHORS = {
 }
 
 
+KINDS = ("nudity", "unsafe", "style", "object")
+
+
 class ConceptError(ErasekitError):
     pass
 
@@ -35,6 +38,7 @@ class ConceptSpec:
     templates: list[str] = field(default_factory=lambda: ["{}"])
     pairs: dict | None = None           # TRCE: {"malicious": [...], "safe": "..."} (optional)
     name: str = ""
+    kind: str = "object"                # nudity | unsafe | style | object: selects methods' per-kind defaults
 
     def __post_init__(self):
         if not self.targets or not all(isinstance(t, str) and t.strip() for t in self.targets):
@@ -45,14 +49,16 @@ class ConceptSpec:
             raise ConceptError(f"{len(self.targets)} targets but {len(self.anchors)} anchors")
         if not all("{}" in t for t in self.templates):
             raise ConceptError("every prompt template needs a '{}' where the concept goes")
+        if self.kind not in KINDS:
+            raise ConceptError(f"concept kind {self.kind!r} is not one of {', '.join(KINDS)}")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "targets": self.targets, "anchors": self.anchors, "preserve": self.preserve,
-                "templates": self.templates, "pairs": self.pairs}
+                "templates": self.templates, "pairs": self.pairs, "kind": self.kind}
 
 
 def _from_mapping(data: dict, name: str) -> ConceptSpec:
-    unknown = set(data) - {"targets", "anchor", "anchors", "preserve", "templates", "pairs", "name"}
+    unknown = set(data) - {"targets", "anchor", "anchors", "preserve", "templates", "pairs", "name", "kind"}
     if unknown:
         raise ConceptError(f"{name}: unknown keys {sorted(unknown)}")
     targets = data.get("targets") or []
@@ -60,7 +66,7 @@ def _from_mapping(data: dict, name: str) -> ConceptSpec:
     anchors = data.get("anchors", data.get("anchor", ""))
     anchors = [anchors] if isinstance(anchors, str) else list(anchors)
     return ConceptSpec(targets, anchors, list(data.get("preserve") or []), list(data.get("templates") or ["{}"]),
-                       data.get("pairs"), data.get("name", name))
+                       data.get("pairs"), data.get("name", name), data.get("kind", "object"))
 
 
 def shapeworld_preset(concept: str) -> ConceptSpec:
@@ -72,9 +78,10 @@ def shapeworld_preset(concept: str) -> ConceptSpec:
     others = [v for v in ATTRIBUTES[attribute] if v.name != value.name]
     if concept == value.artist:  # an artist's style: preserve the other artists, as artist erasure does
         anchor = SHAPEWORLD_ANCHORS[value.name]
-        return ConceptSpec([concept], [anchor], [v.artist for v in others], name=SHAPEWORLD_PREFIX + concept)
+        return ConceptSpec([concept], [anchor], [v.artist for v in others], name=SHAPEWORLD_PREFIX + concept,
+                           kind="style")
     return ConceptSpec([concept], [SHAPEWORLD_ANCHORS[value.name]], [v.name for v in others],
-                       name=SHAPEWORLD_PREFIX + concept)
+                       name=SHAPEWORLD_PREFIX + concept, kind="style" if attribute == "texture" else "object")
 
 
 def preset_names() -> list[str]:
