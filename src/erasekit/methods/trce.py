@@ -62,7 +62,7 @@ def eot_rows(pipe, prompts: list[str], wordcount: bool) -> torch.Tensor:
 def caption_list(pipe, config: TRCEConfig, spec) -> list[str]:
     if config.captions:
         lines = Path(config.captions).read_text().splitlines()
-    elif getattr(pipe, "erasekit_source", "").endswith("shapeworld/weights/pipeline"):
+    elif getattr(pipe, "erasekit_shapeworld", False):
         from ..shapeworld.prompts import neutral_captions
         lines = neutral_captions(exclude=spec.targets)
     else:

@@ -83,6 +83,7 @@ def load_pipeline(model: str | Path | None = None, *, dtype: torch.dtype = torch
         raise ModelError(f"{model}: its UNet has no cross-attention layers, so there is nothing to erase")
     pipe.erasekit_family = family
     pipe.erasekit_source = model
+    pipe.erasekit_shapeworld = folder is not None and folder.resolve() == SHAPEWORLD_DIR
     card = folder / DEFAULTS_FILE if folder is not None else None
     pipe.erasekit_defaults = _read_json(card) if card is not None and card.exists() else {}
     pipe.set_progress_bar_config(disable=True)
