@@ -27,8 +27,7 @@ class WeightDelta(Edit):
             else:
                 tensors[FULL + name] = delta.detach().float().cpu()
         edit = cls(tensors, **metadata)
-        edit.metadata["fingerprint"] = fingerprint(pipe, edit.param_names)
-        edit.metadata["fingerprint"]["weights"] = tensors_hash(_base_weights(pipe, edit.param_names))
+        edit.metadata["fingerprint"] = fingerprint(pipe, edit.param_names, _base_weights(pipe, edit.param_names))
         return edit
 
     @property

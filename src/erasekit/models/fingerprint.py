@@ -28,8 +28,9 @@ def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(pipe, param_names: list[str]) -> dict:
-    params = dict(pipe.unet.named_parameters())
+def fingerprint(pipe, param_names: list[str], weights: dict[str, torch.Tensor] | None = None) -> dict:
+    """`weights`: the tensors to hash for `param_names` (default: the UNet's current parameters)."""
+    params = weights if weights is not None else dict(pipe.unet.named_parameters())
     return {
         "family": getattr(pipe, "erasekit_family", "unknown"),
         "architecture": architecture_hash(pipe),
