@@ -166,7 +166,8 @@ def held_out(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="data.npz written by erasekit.shapeworld.train")
-    parser.add_argument("--vae", help="a VAE folder: half of the training images are passed through it")
+    parser.add_argument("--vae", help="a VAE folder: some training images are also passed through it")
+    parser.add_argument("--vae-images", type=int, default=6000, help="how many (default 6000)")
     parser.add_argument("--out", default=str(CLASSIFIER_DIR))
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
@@ -177,9 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     data = np.load(args.data)
     images, labels = data["images"], data["labels"]
     if args.vae:
-        half = len(images) // 2
-        images = np.concatenate([images, vae_roundtrip(images[:half], args.vae)])
-        labels = np.concatenate([labels, labels[:half]])
+        n = min(args.vae_images, len(images))
+        images = np.concatenate([images, vae_roundtrip(images[:n], args.vae)])
+        labels = np.concatenate([labels, labels[:n]])
     model = train(images, labels, args.steps, args.batch, args.seed)
     model.save(args.out)
     test_images, test_labels = held_out(3000, seed=args.seed + 777_777)
