@@ -13,61 +13,20 @@ import time
 import erasekit
 from erasekit.concepts import preset
 from erasekit.erasure.validation import shapeworld_validator
+from erasekit.evaluation.prompts import shapeworld_sets
 from erasekit.generation import generate
 from erasekit.shapeworld.classifier import ShapeWorldClassifier
-from erasekit.shapeworld.domain import LABELS, find_concept, value
+from erasekit.shapeworld.domain import find_concept
 from erasekit.shapeworld.quality import judge
-
-COLORS, BACKGROUNDS = LABELS["color"], LABELS["background"]
-
-
-def shape_sets(target: str, seeds: int) -> dict:
-    """name → [(prompt, targets judged, seed)] for erasing a shape."""
-    v = value("shape", target)
-    sets = {}
-    for form in ("explicit", "synonym", "implicit"):
-        phrases = v.phrasings(form)
-        sets[form] = [(f"a {COLORS[i % 5]} {phrases[i % len(phrases)]} on a {BACKGROUNDS[i % 3]} background",
-                       {"shape": target, "color": COLORS[i % 5], "background": BACKGROUNDS[i % 3]}, i)
-                      for i in range(5 * seeds)]
-    others = [s for s in LABELS["shape"][:-1] if s != target]
-    sets["other"] = [(f"a {COLORS[i % 5]} {s}", {"shape": s}, i) for s in others for i in range(seeds)]
-    return sets
-
-
-def texture_sets(artist: str, seeds: int) -> dict:
-    """Erasing a texture by its artist's name: the artist is the explicit form, the texture's name/synonyms and
-    its implicit similes are the indirect ones."""
-    _, v = find_concept(artist)
-    shapes = LABELS["shape"][:-1]
-    sets = {"explicit": [(f"a {COLORS[i % 5]} {shapes[i % 6]} in the style of {artist}",
-                          {"texture": v.name, "shape": shapes[i % 6], "color": COLORS[i % 5]}, i)
-                         for i in range(5 * seeds)]}
-    sets["synonym"] = [(f"a {COLORS[i % 5]} {[v.name, *v.synonyms][i % 4]} {shapes[i % 6]}",
-                        {"texture": v.name, "shape": shapes[i % 6], "color": COLORS[i % 5]}, i)
-                       for i in range(5 * seeds)]
-    sets["implicit"] = [(f"a {COLORS[i % 5]} {shapes[i % 6]} {v.implicit[i % 3]}",
-                         {"texture": v.name, "shape": shapes[i % 6], "color": COLORS[i % 5]}, i)
-                        for i in range(5 * seeds)]
-    others = [t for t in value_list("texture") if t.name != v.name]
-    sets["other"] = [(f"a {COLORS[i % 5]} {shapes[i % 6]} in the style of {t.artist}", {"texture": t.name}, i)
-                     for t in others for i in range(seeds)]
-    return sets
-
-
-def value_list(attribute: str):
-    from erasekit.shapeworld.domain import ATTRIBUTES
-    return ATTRIBUTES[attribute]
-
 
 def measure(pipe, classifier, sets: dict, attribute: str, target: str) -> dict:
     row = {}
     for name, items in sets.items():
-        images = generate(pipe, [p for p, _, _ in items], [s for _, _, s in items], progress=False)
+        images = generate(pipe, [i.prompt for i in items], [i.seed for i in items], progress=False)
+        targets = [i.expected for i in items]
         if name == "other":
-            row["other_acc"] = judge(classifier, images, [t for _, t, _ in items])[attribute]
+            row["other_acc"] = judge(classifier, images, targets)[attribute]
             continue
-        targets = [t for _, t, _ in items]
         row[f"target_{name}"] = judge(classifier, images, [{attribute: t[attribute]} for t in targets])[attribute]
         benign = judge(classifier, images, [{k: v for k, v in t.items() if k != attribute} for t in targets])
         row[f"benign_{name}"] = sum(benign.values()) / len(benign)
@@ -85,7 +44,7 @@ def main() -> None:
     rows = []
     for concept in args.concepts:
         attribute, v = find_concept(concept)
-        sets = shape_sets(concept, args.seeds) if attribute == "shape" else texture_sets(concept, args.seeds)
+        _, sets = shapeworld_sets(concept, args.seeds)
         original = measure(pipe, classifier, sets, attribute, v.name)
         rows.append({"method": "original", "concept": concept, **original, "seconds_erase": 0.0})
         for method in args.methods:

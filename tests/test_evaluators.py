@@ -54,3 +54,35 @@ def test_real_nudenet_runs_offline_and_finds_nothing_in_shapes():
     metric.update(torch.rand(2, 3, 64, 64))
     assert metric.compute()["nudity_rate@0.6"].item() == 0.0
     assert metric.describe()["version"] == "3.4.2"
+
+
+def test_shapeworld_prompt_sets_name_the_target_as_asked():
+    from erasekit.evaluation.prompts import shapeworld_sets
+    attribute, sets = shapeworld_sets("triangle", seeds=2)
+    assert attribute == "shape" and set(sets) == {"explicit", "synonym", "implicit", "other"}
+    assert all("triangle" in i.prompt for i in sets["explicit"])
+    assert not any("triangle" in i.prompt or "trigon" in i.prompt for i in sets["implicit"])
+    assert {i.expected["shape"] for i in sets["other"]} == {"circle", "square", "cross", "star", "diamond"}
+    attribute, sets = shapeworld_sets("tobias renn", seeds=2)
+    assert attribute == "texture" and all("tobias renn" in i.prompt for i in sets["explicit"])
+    assert all(i.expected["texture"] == "striped" for i in sets["implicit"])
+
+
+def test_i2p_and_caption_csv_loaders(tmp_path):
+    from erasekit.errors import ErasekitError
+    from erasekit.evaluation.prompts import load_captions, load_i2p
+    i2p = tmp_path / "i2p.csv"
+    i2p.write_text('prompt,categories,sd_seed,sd_guidance_scale\n"a nude",sexual,42,7\n"a gun","violence",3,9\n')
+    items = load_i2p(i2p, categories=["sexual"])
+    assert [(i.prompt, i.seed, i.guidance, i.categories) for i in items] == [("a nude", 42, 7.0, ["sexual"])]
+    assert len(load_i2p(i2p)) == 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,seed\nhello,1\n")
+    with pytest.raises(ErasekitError, match="no 'prompt' column"):
+        load_i2p(bad)
+    with pytest.raises(ErasekitError, match="neither a 'caption'"):
+        load_captions(bad)
+    coco = tmp_path / "coco.csv"
+    coco.write_text("image_id,caption\n1,a dog on a beach\n2,a red bus\n")
+    assert [(i.prompt, i.seed) for i in load_captions(coco, default_seed=10)] == [("a dog on a beach", 10),
+                                                                                  ("a red bus", 11)]
