@@ -11,13 +11,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 from ..errors import ErasekitError
-from . import erase, generate
+from . import erase, eval as eval_command, generate
 
 MODEL_HELP = ("a diffusers pipeline folder or hub id (SD1.x, SD2.x, SDXL); default: the embedded ShapeWorld "
               "model")
 # Subcommands whose implementation lands in later releases: (name, help, what is missing).
 PLANNED = {
-    "eval": "measure erasure, preservation and robustness with a recorded protocol",
     "attack": "red-team an edited model (Ring-A-Bell, UnlearnDiffAtk, P4D, concept inversion)",
     "bench": "run the method x concept benchmark on ShapeWorld",
     "report": "render results as tables, image grids and plots",
@@ -44,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     generate.add_parser(sub, MODEL_HELP)
     erase.add_parser(sub, MODEL_HELP)
+    eval_command.add_parser(sub, MODEL_HELP)
     for name, help_text in PLANNED.items():
         p = sub.add_parser(name, help=f"{help_text} (not available yet)", description=f"{help_text}. Not "
                            "available yet in this version.")
@@ -72,3 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
