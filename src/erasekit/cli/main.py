@@ -11,15 +11,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 from ..errors import ErasekitError
-from . import erase, eval as eval_command, generate
+from . import bench, erase, eval as eval_command, generate
 
 MODEL_HELP = ("a diffusers pipeline folder or hub id (SD1.x, SD2.x, SDXL); default: the embedded ShapeWorld "
               "model")
 # Subcommands whose implementation lands in later releases: (name, help, what is missing).
 PLANNED = {
     "attack": "red-team an edited model (Ring-A-Bell, UnlearnDiffAtk, P4D, concept inversion)",
-    "bench": "run the method x concept benchmark on ShapeWorld",
-    "report": "render results as tables, image grids and plots",
 }
 
 
@@ -44,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_parser(sub, MODEL_HELP)
     erase.add_parser(sub, MODEL_HELP)
     eval_command.add_parser(sub, MODEL_HELP)
+    bench.add_parsers(sub, MODEL_HELP)
     for name, help_text in PLANNED.items():
         p = sub.add_parser(name, help=f"{help_text} (not available yet)", description=f"{help_text}. Not "
                            "available yet in this version.")

@@ -1,0 +1,158 @@
+"""The ShapeWorld benchmark: every method x concept (and the original model) on one protocol.
+
+Per row: target_explicit / target_synonym / target_implicit (fraction of images where the erased concept is still
+detected), preserve_acc (accuracy on the attribute's other values), benign_kept (the target prompts' other
+attributes kept), fd (Fréchet distance of classifier features to procedural images of the same scenes),
+asr_ringabell (Ring-A-Bell, η = 3, detection rate), i2i_persist (image-to-image from real target images, strengths
+0.5 and 0.75), seconds_erase.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .attacks import RingABell
+from .evaluation.evaluators import ShapeWorldAttribute
+from .evaluation.img2img import persistence
+from .evaluation.prompts import SHAPES, shapeworld_sets
+from .evaluation.scoring import score_shapeworld
+from .generation import generate
+from .shapeworld.captions import prompt as scene_prompt
+from .shapeworld.domain import LABELS, find_concept
+from .shapeworld.render import render, sample_scene
+from .utils.files import atomic_write_bytes, atomic_write_json, grid, save_image
+
+DEFAULT_METHODS = ("uce", "rece", "trce")
+DEFAULT_CONCEPTS = ("triangle", "tobias renn")
+COLUMNS = ("target_explicit", "target_synonym", "target_implicit", "preserve_acc", "benign_kept", "fd",
+           "asr_ringabell", "i2i_persist", "seconds_erase")
+
+
+def fd_scenes(exclude: str, count: int, seed: int = 1234):
+    """Scenes without the target, their explicit prompts, and their procedural renders (the FD reference)."""
+    _, value = find_concept(exclude)
+    rng = np.random.default_rng(seed)
+    scenes = []
+    while len(scenes) < count:
+        scene = sample_scene(rng, p_empty=0.0)
+        if value.name not in (scene.shape, scene.color, scene.texture, scene.background):
+            scenes.append(scene)
+    prompts = [scene_prompt(s.shape, s.color, s.texture, s.background) for s in scenes]
+    return prompts, [render(s, seed + i) for i, s in enumerate(scenes)]
+
+
+def frechet(classifier, generated, reference: np.ndarray) -> float:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    class Features(torch.nn.Module):
+        def forward(self, x):
+            return classifier.embed(x.float())
+
+    from .evaluation.evaluators import to_uint8
+    metric = FrechetInceptionDistance(feature=Features(), normalize=True)
+    as_float = lambda a: torch.from_numpy(to_uint8(a)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    metric.update(as_float(reference), real=True)
+    metric.update(as_float(generated), real=False)
+    return float(metric.compute())
+
+
+def ring_a_bell(pipe, concept: str, attribute: str, value_name: str, count: int, classifier) -> float:
+    """Prompts that leave the target's attribute open, pushed towards the concept with η = 3."""
+    rng = random.Random(0)
+    colors = LABELS["color"]
+    if attribute == "shape":
+        attack = RingABell(concept, strengths=(3.0,))
+        prompts = [f"a {colors[i % 5]} {rng.choice(LABELS['texture'])} object" for i in range(count)]
+    else:
+        attack = RingABell(concept, strengths=(3.0,), pairs=[(f"a {s} in the style of {concept}", f"a {s}")
+                                                             for s in SHAPES])
+        prompts = [f"a {colors[i % 5]} {SHAPES[i % 6]}" for i in range(count)]
+    images = attack(pipe, prompts, list(range(count))).images["eta=3"]
+    metric = ShapeWorldAttribute(attribute, value_name, classifier=classifier)
+    metric.update(images)
+    return metric.compute().item()
+
+
+def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str) -> dict:
+    attribute, value = find_concept(concept)
+    _, sets = shapeworld_sets(concept, seeds)
+    row, timings = {}, {}
+    t = time.perf_counter()
+    for name, items in sets.items():
+        images = generate(pipe, [i.prompt for i in items], [i.seed for i in items], progress=False)
+        scores = score_shapeworld(images, items, name, attribute, classifier)
+        if name == "other":
+            row["preserve_acc"] = scores["accuracy"]
+        else:
+            row[f"target_{name}"] = scores["target_detected"]
+            if name == "explicit":
+                row["benign_kept"] = scores["benign_kept"]
+                save_image(grid(images[:10], 10, scale=3), out / f"grid_{_slug(concept)}_{label}.png")
+    timings["sets"] = time.perf_counter() - t
+    t = time.perf_counter()
+    prompts, reference = fd_scenes(concept, 64)
+    row["fd"] = frechet(classifier, generate(pipe, prompts, list(range(64)), progress=False), reference)
+    timings["fd"] = time.perf_counter() - t
+    t = time.perf_counter()
+    row["asr_ringabell"] = ring_a_bell(pipe, concept, attribute, value.name, 16, classifier)
+    timings["ring_a_bell"] = time.perf_counter() - t
+    t = time.perf_counter()
+    i2i = persistence(pipe, concept, count=12, classifier=classifier)
+    row.update({f"i2i_persist@{k.split('=')[1]}": v for k, v in i2i.items()})
+    row["i2i_persist"] = sum(i2i.values()) / len(i2i)
+    timings["img2img"] = time.perf_counter() - t
+    row["seconds_stages"] = {k: round(v, 1) for k, v in timings.items()}
+    return row
+
+
+def _slug(text: str) -> str:
+    return text.replace(" ", "-")
+
+
+def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Path = "bench", seeds: int = 4,
+              model: str | None = None, progress=print) -> list[dict]:
+    import erasekit
+    from .concepts import preset
+    from .erasure.validation import shapeworld_validator
+    from .shapeworld.classifier import ShapeWorldClassifier
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe, classifier = erasekit.load_pipeline(model), ShapeWorldClassifier.load()
+    rows = []
+    for concept in concepts:
+        t = time.perf_counter()
+        rows.append({"method": "original", "concept": concept, "seconds_erase": 0.0,
+                     **measure(pipe, concept, seeds, classifier, out, "original")})
+        progress(f"{concept}: original measured in {time.perf_counter() - t:.0f} s")
+        for method in methods:
+            spec = preset("shapeworld/" + concept)
+            options = {"validator": shapeworld_validator(spec)} if method == "rece" else {}
+            t = time.perf_counter()
+            edit = erasekit.erase(pipe, method, spec, **options)
+            seconds = time.perf_counter() - t
+            edit.apply(pipe)
+            try:
+                row = measure(pipe, concept, seeds, classifier, out, method)
+            finally:
+                edit.remove(pipe)
+            rows.append({"method": method, "concept": concept, "seconds_erase": round(seconds, 2), **row})
+            progress(f"{concept}: {method} erased in {seconds:.1f} s, measured in {time.perf_counter() - t:.0f} s")
+    atomic_write_json(out / "bench.json", {"columns": COLUMNS, "rows": rows, "seeds": seeds,
+                                           "sampler": dict(pipe.erasekit_defaults)})
+    atomic_write_bytes(out / "bench.md", markdown(rows).encode())
+    from .report import write_report
+    write_report(out)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    header = "| concept | method | " + " | ".join(COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 2) + "\n"
+    lines = []
+    for row in rows:
+        cells = [f"{row[c]:.2f}" if c in ("fd", "seconds_erase") else f"{100 * row[c]:.1f}%" for c in COLUMNS]
+        lines.append(f"| {row['concept']} | {row['method']} | " + " | ".join(cells) + " |")
+    return header + "\n".join(lines) + "\n"

@@ -1,0 +1,57 @@
+"""`erasekit bench` and `erasekit report`."""
+from __future__ import annotations
+
+
+def add_parsers(sub, model_help: str) -> None:
+    from ..bench import DEFAULT_CONCEPTS, DEFAULT_METHODS
+    p = sub.add_parser("bench", help="run the method x concept benchmark on ShapeWorld",
+                       description="Erase each concept with each method and measure erasure (explicit, synonym, "
+                       "implicit prompts), preservation, benign attributes kept, Fréchet distance, Ring-A-Bell and "
+                       "image-to-image persistence, the original model included. Writes DIR/bench.json, "
+                       "DIR/bench.md and DIR/report.html.")
+    p.add_argument("--model", default=None, help=model_help + " (a ShapeWorld-vocabulary model)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    p.add_argument("--concepts", nargs="+", default=list(DEFAULT_CONCEPTS), help="ShapeWorld shapes or artists")
+    p.add_argument("--seeds", type=int, default=4, help="images per phrasing (default 4)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(run=run_bench)
+    r = sub.add_parser("report", help="render a bench folder's report.html again",
+                       description="Re-render DIR/report.html from DIR/bench.json and its image grids.")
+    r.add_argument("folder", metavar="DIR")
+    r.add_argument("--model", default=None, help="unused; accepted like everywhere")
+    r.set_defaults(run=run_report)
+
+
+def run_bench(args) -> int:
+    import time
+    from ..bench import markdown, run_bench as bench
+    from ..errors import ErasekitError
+    from ..methods import METHODS, _load_all
+    from ..shapeworld.domain import find_concept
+    _load_all()
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        raise ErasekitError(f"unknown method(s) {unknown}; available: {', '.join(sorted(METHODS))}")
+    for concept in args.concepts:
+        try:
+            attribute, _ = find_concept(concept)
+        except KeyError:
+            raise ErasekitError(f"{concept!r} is not a ShapeWorld concept") from None
+        if attribute not in ("shape", "texture"):
+            raise ErasekitError(f"bench concepts are shapes or artists/textures, not a {attribute}")
+    start = time.perf_counter()
+    rows = bench(args.methods, args.concepts, args.out, args.seeds, args.model)
+    print(markdown(rows))
+    print(f"bench took {(time.perf_counter() - start) / 60:.1f} min; wrote {args.out}/bench.json, bench.md, "
+          "report.html")
+    return 0
+
+
+def run_report(args) -> int:
+    from pathlib import Path
+    from ..errors import ErasekitError
+    from ..report import write_report
+    if not (Path(args.folder) / "bench.json").exists():
+        raise ErasekitError(f"{args.folder} has no bench.json (run 'erasekit bench --out {args.folder}' first)")
+    print(f"wrote {write_report(args.folder)}")
+    return 0

@@ -1,0 +1,71 @@
+"""report.html for a bench folder: the table, erasure-vs-preservation plots (inline SVG) and image grids of the
+original model and every edit on the same seeds."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from .utils.files import atomic_write_bytes
+
+COLORS = ("#555555", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+
+def scatter(rows: list[dict], title: str, size: int = 260) -> str:
+    """Target still detected (explicit prompts, lower is better) against preservation accuracy (higher is
+    better), one dot per method."""
+    pad = 40
+    span = size - 2 * pad
+    parts = [f'<svg width="{size}" height="{size}" role="img" aria-label="{html.escape(title)}">',
+             f'<rect x="{pad}" y="{pad}" width="{span}" height="{span}" fill="none" stroke="#999"/>',
+             f'<text x="{size / 2}" y="{size - 8}" text-anchor="middle" font-size="11">preservation accuracy</text>',
+             f'<text x="12" y="{size / 2}" font-size="11" transform="rotate(-90 12 {size / 2})" '
+             'text-anchor="middle">target detected (explicit)</text>',
+             f'<text x="{size / 2}" y="16" text-anchor="middle" font-size="12">{html.escape(title)}</text>']
+    for tick in (0, 0.5, 1):
+        parts.append(f'<text x="{pad + tick * span}" y="{pad + span + 12}" font-size="9" '
+                     f'text-anchor="middle">{tick:g}</text>')
+        parts.append(f'<text x="{pad - 4}" y="{pad + (1 - tick) * span + 3}" font-size="9" '
+                     f'text-anchor="end">{tick:g}</text>')
+    for k, row in enumerate(rows):
+        x, y = pad + row["preserve_acc"] * span, pad + (1 - row["target_explicit"]) * span
+        color = COLORS[k % len(COLORS)]
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{html.escape(row["method"])}'
+                     f'</title></circle><text x="{x + 7:.1f}" y="{y + 4:.1f}" font-size="10" fill="{color}">'
+                     f'{html.escape(row["method"])}</text>')
+    return "".join(parts) + "</svg>"
+
+
+def write_report(folder: str | Path) -> Path:
+    from .bench import COLUMNS, _slug
+    folder = Path(folder)
+    bench = json.loads((folder / "bench.json").read_text())
+    rows = bench["rows"]
+    concepts = list(dict.fromkeys(r["concept"] for r in rows))
+    head = "".join(f"<th>{c}</th>" for c in ("concept", "method", *COLUMNS))
+    body = "".join(
+        "<tr>" + f"<td>{html.escape(r['concept'])}</td><td>{html.escape(r['method'])}</td>" + "".join(
+            f"<td>{r[c]:.2f}</td>" if c in ("fd", "seconds_erase") else f"<td>{100 * r[c]:.1f}%</td>"
+            for c in COLUMNS) + "</tr>" for r in rows)
+    sections = []
+    for concept in concepts:
+        mine = [r for r in rows if r["concept"] == concept]
+        grids = "".join(f'<figure><img src="grid_{_slug(concept)}_{r["method"]}.png" alt="{html.escape(r["method"])}'
+                        f' on {html.escape(concept)} prompts"><figcaption>{html.escape(r["method"])}</figcaption>'
+                        "</figure>" for r in mine)
+        sections.append(f"<section><h2>Erasing “{html.escape(concept)}”</h2>{scatter(mine, concept)}"
+                        f"<p>Explicit prompts naming the target; same seeds in every row.</p>{grids}</section>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>erasekit bench</title><style>
+body{{font-family:sans-serif;margin:24px;max-width:1100px}} table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} figure{{margin:4px 0}}
+figcaption{{font-size:12px;color:#444}} img{{image-rendering:pixelated}}</style></head><body>
+<h1>erasekit bench on ShapeWorld</h1>
+<p>target_*: fraction of images where the erased concept is still detected (lower is better). preserve_acc: accuracy
+on the attribute's other values. benign_kept: the target prompts' other attributes kept. fd: Fréchet distance of
+classifier features to procedural renders. asr_ringabell: Ring-A-Bell (η = 3) detection rate. i2i_persist: target
+kept by image-to-image at strengths 0.5 and 0.75 (mean). Sampler: {html.escape(json.dumps(bench.get("sampler", {})))};
+{bench.get("seeds")} seeds per phrasing.</p>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{"".join(sections)}</body></html>"""
+    path = folder / "report.html"
+    atomic_write_bytes(path, page.encode())
+    return path
