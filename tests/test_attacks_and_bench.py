@@ -1,0 +1,63 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import erasekit
+from erasekit.attacks import ATTACKS, RingABell
+from erasekit.generation import generate
+
+
+def test_generation_from_embeddings_equals_generation_from_prompts(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    prompts = ["a red cat", "a photo of a dog"]
+    from_text = generate(pipe, prompts, [1, 2], steps=2, progress=False)
+    embeds = erasekit.encode(pipe, prompts).embeddings
+    from_embeds = generate(pipe, None, [1, 2], steps=2, progress=False, prompt_embeds=embeds)
+    assert [a.tobytes() for a in from_text] == [b.tobytes() for b in from_embeds]
+
+
+def test_ring_a_bell_concept_vector_and_strength_sweep(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    attack = RingABell("nude", strengths=(0.0, 3.0))
+    vector = attack.concept_vector(pipe)
+    with_concept = erasekit.encode(pipe, ["a photo of a nude"]).embeddings[0]
+    without = erasekit.encode(pipe, ["a photo of a"]).embeddings[0]
+    assert vector.shape == with_concept.shape and vector.norm() > 0
+    assert torch.nn.functional.cosine_similarity(vector.flatten(), (with_concept - without).flatten(), dim=0) > 0.3
+    result = attack(pipe, ["a cat", "a dog"], [0, 1])
+    assert set(result.images) == {"eta=0", "eta=3"} and len(result.images["eta=3"]) == 2
+    plain = generate(pipe, ["a cat", "a dog"], [0, 1], progress=False)
+    assert [i.tobytes() for i in result.images["eta=0"]] == [i.tobytes() for i in plain]
+    assert result.images["eta=3"][0].tobytes() != plain[0].tobytes()
+    assert ATTACKS["ring-a-bell"] is RingABell
+
+
+def test_report_html_shows_table_plots_and_grids(tmp_path):
+    from erasekit.bench import COLUMNS
+    from erasekit.report import write_report
+    rows = [{"method": m, "concept": "triangle", **{c: 0.5 for c in COLUMNS}, "target_explicit": t}
+            for m, t in (("original", 0.95), ("rece", 0.04))]
+    (tmp_path / "bench.json").write_text(json.dumps({"columns": COLUMNS, "rows": rows, "seeds": 2}))
+    for m in ("original", "rece"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"grid_triangle_{m}.png")
+    page = write_report(tmp_path).read_text()
+    assert page.count("<tr>") == 3 and "95.0%" in page and "4.0%" in page
+    assert page.count("<svg") == 1 and page.count("<circle") == 2
+    assert 'src="grid_triangle_original.png"' in page and 'src="grid_triangle_rece.png"' in page
+    assert "Erasing “triangle”" in page
+
+
+@pytest.mark.slow
+def test_small_bench_on_shapeworld(tmp_path):
+    from erasekit.bench import COLUMNS, run_bench
+    rows = run_bench(["uce"], ["triangle"], tmp_path, seeds=1, progress=lambda *_: None)
+    assert [r["method"] for r in rows] == ["original", "uce"]
+    for row in rows:
+        assert all(0 <= row[c] <= 1 for c in COLUMNS if c not in ("fd", "seconds_erase"))
+    original, edited = rows
+    assert edited["target_explicit"] < original["target_explicit"]  # the edit erases something
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert len(bench["rows"]) == 2 and (tmp_path / "bench.md").read_text().count("| triangle |") == 2
+    assert "grid_triangle_uce.png" in (tmp_path / "report.html").read_text()
