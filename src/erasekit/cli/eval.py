@@ -11,7 +11,8 @@ def add_parser(sub, model_help: str) -> None:
     p = sub.add_parser("eval", help="measure erasure and preservation with a recorded protocol",
                        description="Generate with the original and the edited model (same prompts, seeds, sampler), "
                        "store the images as they are made (a killed run resumes), score them, and write "
-                       "DIR/results.json with the whole protocol.")
+                       "DIR/results.json with the whole protocol. Scale out with "
+                       "'accelerate launch --num_processes N -m erasekit.cli.main eval ...'.")
     p.add_argument("--model", default=None, help=model_help)
     p.add_argument("--edit", action="append", default=[], metavar="DIR", help="Edit folder(s) applied, in order")
     p.add_argument("--prompts", required=True, metavar="SET", help=SETS_HELP)
@@ -59,6 +60,8 @@ def run(args) -> int:
     for edit in reversed(edits):
         edit.remove(pipe)
     results = run_eval(pipe, edits, eval_run, args.out, args.batch_size)
+    if not results:  # a non-main process under accelerate: the main one reports
+        return 0
     for variant, sets in results["metrics"].items():
         for name, scores in sets.items():
             print(f"{variant:<9}{name:<12}" + "  ".join(f"{k} {v:.3f}" for k, v in scores.items() if v is not None))

@@ -116,24 +116,33 @@ def score(images_by_set: dict, run: EvalRun) -> dict:
 
 def run_eval(pipe, edits: list, run: EvalRun, out: str | Path, batch_size: int = 32) -> dict:
     """Generate (resuming what is on disk) for the original model and, if edits are given, the edited one; score;
-    write results.json. Returns its content."""
+    write results.json. Under `accelerate launch`, each process generates its share of every set and the main
+    process scores once all images exist. Returns results.json's content (empty on other processes)."""
+    from accelerate import PartialState
+    state = PartialState()
     out = Path(out)
     record = protocol(pipe, run, edits)
-    check_or_write_protocol(out, record)
+    if state.is_main_process:
+        check_or_write_protocol(out, record)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        check_or_write_protocol(out, record)  # same protocol everywhere, or every process stops
     variants = {"original": []} | ({"edited": edits} if edits else {})
-    metrics = {}
     for variant, variant_edits in variants.items():
         for edit in variant_edits:
             edit.apply(pipe)
         try:
             for name, items in run.prompt_sets.items():
                 generate_missing(pipe, items, out / "images" / variant / name, run, batch_size,
-                                 desc=f"{variant}/{name}")
+                                 shard=(state.process_index, state.num_processes), desc=f"{variant}/{name}")
         finally:
             for edit in reversed(variant_edits):
                 edit.remove(pipe)
-        metrics[variant] = score({name: load_images(out / "images" / variant / name, len(items))
-                                  for name, items in run.prompt_sets.items()}, run)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return {}
+    metrics = {variant: score({name: load_images(out / "images" / variant / name, len(items))
+                               for name, items in run.prompt_sets.items()}, run) for variant in variants}
     results = {"protocol": record, "metrics": metrics}
     atomic_write_json(out / "results.json", results)
     return results
