@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae", help="a VAE folder: some training images are also passed through it")
     parser.add_argument("--vae-images", type=int, default=6000, help="how many (default 6000)")
     parser.add_argument("--out", default=str(CLASSIFIER_DIR))
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
