@@ -1,3 +1,4 @@
+import json
 """Each bad input gives one clear error, and nothing half-written on disk."""
 import shutil
 
@@ -92,7 +93,13 @@ def test_edit_json_corrupted(tiny_dirs, tmp_path):
         erasekit.load_edit(tmp_path)
 
 
-def test_planned_commands_say_so(capsys):
-    for command in ("attack",):
-        assert cli([command, "--model", "x", "--anything"]) == 2
-        assert "not available yet" in capsys.readouterr().err
+def test_attack_cli_writes_images_and_success_rates(tiny_dirs, tmp_path, capsys):
+    out = tmp_path / "attack"
+    assert cli(["attack", "--model", str(tiny_dirs["sd1"]), "--concept", "nude", "--strengths", "0", "3",
+                "--num-images", "2", "--out", str(out)]) == 0
+    record = json.loads((out / "attack.json").read_text())
+    assert set(record["success_rate"]) == {"eta=0", "eta=3"} and record["detector"] == "nudenet@0.6"
+    assert sorted(p.name for p in (out / "eta=3").iterdir()) == ["0000.png", "0001.png"]
+    assert cli(["attack", "--model", str(tiny_dirs["sd1"]), "--concept", "nude", "--num-images", "0",
+                "--out", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()

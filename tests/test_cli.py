@@ -29,7 +29,7 @@ def test_same_seed_same_bytes_whatever_the_batch_size(tiny_dirs, tmp_path):
 
 def test_every_subcommand_has_help_with_model_option(capsys):
     import pytest
-    for command in ("generate", "erase", "eval", "attack", "bench", "report"):
+    for command in ("generate", "erase", "eval", "attack", "bench", "report"):  # every subcommand
         with pytest.raises(SystemExit) as exit_info:
             cli([command, "--help"])
         assert exit_info.value.code == 0

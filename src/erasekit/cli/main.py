@@ -11,21 +11,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 from ..errors import ErasekitError
-from . import bench, erase, eval as eval_command, generate
+from . import attack, bench, erase, eval as eval_command, generate
 
 MODEL_HELP = ("a diffusers pipeline folder or hub id (SD1.x, SD2.x, SDXL); default: the embedded ShapeWorld "
               "model")
-# Subcommands whose implementation lands in later releases: (name, help, what is missing).
-PLANNED = {
-    "attack": "red-team an edited model (Ring-A-Bell, UnlearnDiffAtk, P4D, concept inversion)",
-}
-
-
-def _planned(name: str):
-    def run(args) -> int:
-        raise ErasekitError(f"'erasekit {name}' is not available yet in this version ({_version()}): "
-                            f"{PLANNED[name]} is planned")
-    return run
 
 
 def _version() -> str:
@@ -43,19 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_parser(sub, MODEL_HELP)
     eval_command.add_parser(sub, MODEL_HELP)
     bench.add_parsers(sub, MODEL_HELP)
-    for name, help_text in PLANNED.items():
-        p = sub.add_parser(name, help=f"{help_text} (not available yet)", description=f"{help_text}. Not "
-                           "available yet in this version.")
-        p.add_argument("--model", default=None, help=MODEL_HELP)
-        p.set_defaults(run=_planned(name))
+    attack.add_parser(sub, MODEL_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    if rest and args.command not in PLANNED:  # a planned command says it is planned, whatever its options
-        parser.parse_args(argv)  # argparse reports the unknown options and exits
+    args = parser.parse_args(argv)
     warnings.simplefilter("default")
     from diffusers.utils import logging as diffusers_logging
     diffusers_logging.disable_progress_bar()
