@@ -1,5 +1,5 @@
-import json
 """Each bad input gives one clear error, and nothing half-written on disk."""
+import json
 import shutil
 
 import pytest
