@@ -86,3 +86,65 @@ def test_i2p_and_caption_csv_loaders(tmp_path):
     coco.write_text("image_id,caption\n1,a dog on a beach\n2,a red bus\n")
     assert [(i.prompt, i.seed) for i in load_captions(coco, default_seed=10)] == [("a dog on a beach", 10),
                                                                                   ("a red bus", 11)]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTextConfig,
+                              CLIPVisionConfig)
+    from erasekit.shapeworld.tokenizer import save_tokenizer
+    folder = tmp_path_factory.mktemp("clip")
+    tok = save_tokenizer(folder / "tok", words=["a", "red", "cat", "dog", "photo", "of"], max_length=16)
+    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=16, eos_token_id=tok.eos_token_id,
+                          bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)) \
+        .save_pretrained(folder / "clip")
+    CLIPProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32},
+                                                        crop_size={"height": 32, "width": 32}),
+                  tokenizer=tok).save_pretrained(folder / "clip")
+    return folder / "clip"
+
+
+def test_clip_score_from_a_local_folder(tiny_clip):
+    from erasekit.evaluation.evaluators import CLIPScore
+    images = procedural("circle", "red", n=2)
+    metric = CLIPScore(str(tiny_clip))
+    metric.update(images, ["a red cat", "a dog"])
+    first = metric.compute().item()
+    assert 0 <= first <= 100
+    model, processor = metric.model, metric.processor
+    inputs = processor(text=["a red cat"], images=list(images[:1]), return_tensors="pt", padding="max_length")
+    with torch.no_grad():
+        a = torch.nn.functional.normalize(model.get_image_features(pixel_values=inputs["pixel_values"]), dim=-1)
+        b = torch.nn.functional.normalize(model.get_text_features(input_ids=inputs["input_ids"]), dim=-1)
+    single = CLIPScore(str(tiny_clip))
+    single.update(images[:1], ["a red cat"])
+    assert single.compute().item() == pytest.approx(max(100 * (a * b).sum().item(), 0), abs=1e-3)
+
+
+def test_missing_clip_model_is_reported_not_faked(tmp_path):
+    from erasekit.evaluation.evaluators import CLIPScore, EvaluatorUnavailable
+    with pytest.raises(EvaluatorUnavailable, match="cannot load CLIP"):
+        CLIPScore(str(tmp_path / "no-clip"))
+
+
+def test_frechet_and_kernel_distance_with_classifier_features():
+    from erasekit.evaluation.evaluators import as_float_images, frechet_distance, kernel_distance
+    reds = np.stack([render(Scene("circle", "red", "solid", "white"), i) for i in range(40)])
+    more_reds = np.stack([render(Scene("circle", "red", "solid", "white"), 100 + i) for i in range(40)])
+    blues = np.stack([render(Scene("star", "blue", "striped", "black"), i) for i in range(40)])
+
+    def distance(make, a, b):
+        metric = make()
+        metric.update(as_float_images(a), real=True)
+        metric.update(as_float_images(b), real=False)
+        out = metric.compute()
+        return float(out[0] if isinstance(out, tuple) else out)
+
+    assert distance(frechet_distance, reds, more_reds) < 0.2 * distance(frechet_distance, reds, blues)
+    assert distance(lambda: kernel_distance(subset_size=20), reds, more_reds) < \
+        distance(lambda: kernel_distance(subset_size=20), reds, blues)

@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .attacks import RingABell
-from .evaluation.evaluators import ShapeWorldAttribute
+from .evaluation.evaluators import ClassifierFeatures, ShapeWorldAttribute, as_float_images, frechet_distance
 from .evaluation.img2img import persistence
 from .evaluation.prompts import SHAPES, shapeworld_sets
 from .evaluation.scoring import score_shapeworld
@@ -46,17 +45,9 @@ def fd_scenes(exclude: str, count: int, seed: int = 1234):
 
 
 def frechet(classifier, generated, reference: np.ndarray) -> float:
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    class Features(torch.nn.Module):
-        def forward(self, x):
-            return classifier.embed(x.float())
-
-    from .evaluation.evaluators import to_uint8
-    metric = FrechetInceptionDistance(feature=Features(), normalize=True)
-    as_float = lambda a: torch.from_numpy(to_uint8(a)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
-    metric.update(as_float(reference), real=True)
-    metric.update(as_float(generated), real=False)
+    metric = frechet_distance(ClassifierFeatures(classifier))
+    metric.update(as_float_images(reference), real=True)
+    metric.update(as_float_images(generated), real=False)
     return float(metric.compute())
 
 

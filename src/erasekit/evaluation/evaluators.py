@@ -111,3 +111,68 @@ class NudeNetNudity(Metric):
 def _version() -> str:
     from .. import __version__
     return __version__
+
+
+class CLIPScore(Metric):
+    """Image–text agreement of a CLIP model loaded from a local folder or hub id the user gives:
+    100 * max(cos(image, text), 0), averaged (torchmetrics' definition)."""
+    full_state_update = False
+
+    def __init__(self, model: str, **kwargs):
+        super().__init__(**kwargs)
+        from transformers import CLIPModel, CLIPProcessor
+        try:
+            self.model = CLIPModel.from_pretrained(model, use_safetensors=True).eval()
+            self.processor = CLIPProcessor.from_pretrained(model)
+        except (OSError, ValueError) as e:
+            raise EvaluatorUnavailable(f"cannot load CLIP model {model!r}: {e}") from None
+        self.model_name = model
+        self.add_state("score", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    @torch.no_grad()
+    def update(self, images, texts: list[str]) -> None:
+        arrays = list(to_uint8(images))
+        inputs = self.processor(text=texts, images=arrays, return_tensors="pt", padding="max_length",
+                                truncation=True)
+        image = torch.nn.functional.normalize(self.model.get_image_features(pixel_values=inputs["pixel_values"]),
+                                              dim=-1)
+        text = torch.nn.functional.normalize(self.model.get_text_features(input_ids=inputs["input_ids"]), dim=-1)
+        self.score += (100 * (image * text).sum(-1)).clamp(min=0).sum()
+        self.total += len(arrays)
+
+    def compute(self) -> torch.Tensor:
+        return self.score / self.total.clamp_min(1)
+
+    def describe(self) -> dict:
+        return {"name": "clip-score", "model": self.model_name}
+
+
+class ClassifierFeatures(torch.nn.Module):
+    """The ShapeWorld classifier's pooled features, as a feature network for Fréchet distance / KID."""
+
+    def __init__(self, classifier=None):
+        super().__init__()
+        from ..shapeworld.classifier import ShapeWorldClassifier
+        self.classifier = classifier if classifier is not None else ShapeWorldClassifier.load()
+        self.num_features = 8 * self.classifier.width
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier.embed(images.float())
+
+
+def frechet_distance(feature_network: torch.nn.Module | None = None):
+    """torchmetrics' Fréchet distance on float images in [0, 1]; ShapeWorld classifier features by default."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    return FrechetInceptionDistance(feature=feature_network or ClassifierFeatures(), normalize=True)
+
+
+def kernel_distance(feature_network: torch.nn.Module | None = None, subset_size: int = 50):
+    """torchmetrics' kernel inception distance (KID) with a pluggable feature network."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+    return KernelInceptionDistance(feature=feature_network or ClassifierFeatures(), normalize=True,
+                                   subset_size=subset_size)
+
+
+def as_float_images(images) -> torch.Tensor:
+    return torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).float() / 255
