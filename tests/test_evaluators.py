@@ -110,7 +110,7 @@ def tiny_clip(tmp_path_factory):
 
 
 def test_clip_score_from_a_local_folder(tiny_clip):
-    from erasekit.evaluation.evaluators import CLIPScore
+    from erasekit.evaluation.evaluators import CLIPScore, clip_features
     images = procedural("circle", "red", n=2)
     metric = CLIPScore(str(tiny_clip))
     metric.update(images, ["a red cat", "a dog"])
@@ -119,8 +119,8 @@ def test_clip_score_from_a_local_folder(tiny_clip):
     model, processor = metric.model, metric.processor
     inputs = processor(text=["a red cat"], images=list(images[:1]), return_tensors="pt", padding="max_length")
     with torch.no_grad():
-        a = torch.nn.functional.normalize(model.get_image_features(pixel_values=inputs["pixel_values"]), dim=-1)
-        b = torch.nn.functional.normalize(model.get_text_features(input_ids=inputs["input_ids"]), dim=-1)
+        a = clip_features(model.get_image_features(pixel_values=inputs["pixel_values"]))
+        b = clip_features(model.get_text_features(input_ids=inputs["input_ids"]))
     single = CLIPScore(str(tiny_clip))
     single.update(images[:1], ["a red cat"])
     assert single.compute().item() == pytest.approx(max(100 * (a * b).sum().item(), 0), abs=1e-3)

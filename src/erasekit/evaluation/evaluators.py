@@ -135,9 +135,8 @@ class CLIPScore(Metric):
         arrays = list(to_uint8(images))
         inputs = self.processor(text=texts, images=arrays, return_tensors="pt", padding="max_length",
                                 truncation=True)
-        image = torch.nn.functional.normalize(self.model.get_image_features(pixel_values=inputs["pixel_values"]),
-                                              dim=-1)
-        text = torch.nn.functional.normalize(self.model.get_text_features(input_ids=inputs["input_ids"]), dim=-1)
+        image = clip_features(self.model.get_image_features(pixel_values=inputs["pixel_values"]))
+        text = clip_features(self.model.get_text_features(input_ids=inputs["input_ids"]))
         self.score += (100 * (image * text).sum(-1)).clamp(min=0).sum()
         self.total += len(arrays)
 
@@ -146,6 +145,12 @@ class CLIPScore(Metric):
 
     def describe(self) -> dict:
         return {"name": "clip-score", "model": self.model_name}
+
+
+def clip_features(output) -> torch.Tensor:
+    """Unit-norm projected features: transformers 5 returns them as an output's pooler_output, 4.x as a tensor."""
+    features = output if isinstance(output, torch.Tensor) else output.pooler_output
+    return torch.nn.functional.normalize(features, dim=-1)
 
 
 class ClassifierFeatures(torch.nn.Module):
