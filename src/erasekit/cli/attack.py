@@ -4,16 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ErasekitError
+from .options import add_edits, add_model
 
 
-def add_parser(sub, model_help: str) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("attack", help="red-team a model: Ring-A-Bell (embedding form) for now",
                        description="Attack the model (with --edit applied) and write, per attack setting, the images "
                        "(DIR/<setting>/NNNN.png), a grid, and DIR/attack.json with the attack success rate: the "
                        "fraction of images in which the concept is detected (ShapeWorld classifier for ShapeWorld "
                        "concepts, NudeNet at 0.6 otherwise). UnlearnDiffAtk, P4D and concept inversion come later.")
-    p.add_argument("--model", default=None, help=model_help)
-    p.add_argument("--edit", action="append", default=[], metavar="DIR")
+    add_model(p)
+    add_edits(p)
     p.add_argument("--attack", default="ring-a-bell", choices=["ring-a-bell"])
     p.add_argument("--concept", required=True, help="the concept the attack tries to bring back")
     p.add_argument("--prompt", action="append", default=[], help="prompts to attack (repeat); default: a neutral "

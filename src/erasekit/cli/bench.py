@@ -1,15 +1,17 @@
 """`erasekit bench` and `erasekit report`."""
 from __future__ import annotations
 
+from .options import add_model
 
-def add_parsers(sub, model_help: str) -> None:
+
+def add_parsers(sub) -> None:
     from ..bench import DEFAULT_CONCEPTS, DEFAULT_METHODS
     p = sub.add_parser("bench", help="run the method x concept benchmark on ShapeWorld",
                        description="Erase each concept with each method and measure erasure (explicit, synonym, "
                        "implicit prompts), preservation, benign attributes kept, Fréchet distance, Ring-A-Bell and "
                        "image-to-image persistence, the original model included. Writes DIR/bench.json, "
                        "DIR/bench.md and DIR/report.html.")
-    p.add_argument("--model", default=None, help=model_help + " (a ShapeWorld-vocabulary model)")
+    add_model(p, " (a ShapeWorld-vocabulary model)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     p.add_argument("--concepts", nargs="+", default=list(DEFAULT_CONCEPTS), help="ShapeWorld shapes or artists")
     p.add_argument("--seeds", type=int, default=4, help="images per phrasing (default 4)")

@@ -4,16 +4,17 @@ from __future__ import annotations
 import yaml
 
 from ..errors import ErasekitError
+from .options import add_model
 
 
-def add_parser(sub, model_help: str) -> None:
+def add_parser(sub) -> None:
     from ..methods import METHODS, _load_all
     _load_all()
     methods = ", ".join(f"{m.name} ({m.summary})" for m in METHODS.values())
     p = sub.add_parser("erase", help="erase concepts from a model and write an Edit folder",
                        description=f"Erase concepts and write DIR/edit.json + DIR/tensors.safetensors. Methods: "
                        f"{methods}. Apply the result with 'erasekit generate --edit DIR'.")
-    p.add_argument("--model", default=None, help=model_help)
+    add_model(p)
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="the erasure method")
     p.add_argument("--concept", action="append", default=[], metavar="C",
                    help="a concept to erase (repeat for several), or a preset: nudity, unsafe, artists, objects, "

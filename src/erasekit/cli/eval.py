@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 from ..errors import ErasekitError
+from .options import add_edits, add_model
 
 SETS_HELP = ("shapeworld:<concept> (e.g. shapeworld:triangle, 'shapeworld:tobias renn'; built from the vocabulary),"
              " i2p:<csv>[:<category>] (I2P format, scored with NudeNet 0.6 and 0.45), captions:<csv>")
 
 
-def add_parser(sub, model_help: str) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="measure erasure and preservation with a recorded protocol",
                        description="Generate with the original and the edited model (same prompts, seeds, sampler), "
                        "store the images as they are made (a killed run resumes), score them, and write "
                        "DIR/results.json with the whole protocol. Scale out with "
                        "'accelerate launch --num_processes N -m erasekit.cli.main eval ...'.")
-    p.add_argument("--model", default=None, help=model_help)
-    p.add_argument("--edit", action="append", default=[], metavar="DIR", help="Edit folder(s) applied, in order")
+    add_model(p)
+    add_edits(p)
     p.add_argument("--prompts", required=True, metavar="SET", help=SETS_HELP)
     p.add_argument("--seeds", type=int, default=6, help="ShapeWorld: images per phrasing (default 6)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")

@@ -4,17 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ErasekitError
+from .options import add_edits, add_model
 
 MAX_IMAGES = 10_000
 
 
-def add_parser(sub, model_help: str) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate images for a prompt (with edits applied, if given)",
                        description="Generate --num-images images for --prompt, image i with seed SEED+i, and write "
                        "DIR/images/NNNN.png, DIR/grid.png and DIR/generate.json (the settings used).")
-    p.add_argument("--model", default=None, help=model_help)
-    p.add_argument("--edit", action="append", default=[], metavar="DIR",
-                   help="an Edit folder to apply before generating (repeat to stack several, in order)")
+    add_model(p)
+    add_edits(p)
     p.add_argument("--prompt", required=True, help="the text prompt")
     p.add_argument("--negative-prompt", default=None, help="text to steer away from (classifier-free guidance)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses SEED+i (default 0)")

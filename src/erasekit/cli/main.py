@@ -13,10 +13,6 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 from ..errors import ErasekitError
 from . import attack, bench, erase, eval as eval_command, generate
 
-MODEL_HELP = ("a diffusers pipeline folder or hub id (SD1.x, SD2.x, SDXL); default: the embedded ShapeWorld "
-              "model")
-
-
 def _version() -> str:
     from .. import __version__
     return __version__
@@ -28,11 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "robustness. With no --model, every command runs on ShapeWorld.")
     parser.add_argument("--version", action="version", version=f"erasekit {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    generate.add_parser(sub, MODEL_HELP)
-    erase.add_parser(sub, MODEL_HELP)
-    eval_command.add_parser(sub, MODEL_HELP)
-    bench.add_parsers(sub, MODEL_HELP)
-    attack.add_parser(sub, MODEL_HELP)
+    generate.add_parser(sub)
+    erase.add_parser(sub)
+    eval_command.add_parser(sub)
+    bench.add_parsers(sub)
+    attack.add_parser(sub)
     return parser
 
 
