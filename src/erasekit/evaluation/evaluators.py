@@ -162,8 +162,9 @@ class ClassifierFeatures(torch.nn.Module):
         self.classifier = classifier if classifier is not None else ShapeWorldClassifier.load()
         self.num_features = 8 * self.classifier.width
 
+    @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.embed(images.float())
+        return self.classifier.eval().embed(images.float())
 
 
 def frechet_distance(feature_network: torch.nn.Module | None = None):
