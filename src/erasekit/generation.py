@@ -6,7 +6,7 @@ from tqdm.auto import tqdm
 
 from .models.text import _check as check_prompts
 
-DEFAULT_STEPS, DEFAULT_GUIDANCE = 20, 5.0
+DEFAULT_STEPS, DEFAULT_GUIDANCE = 20, 7.5
 
 
 def sampler_defaults(pipe) -> tuple[int, float]:

@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--num-images", type=int, default=4, help="how many images (default 4)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 20)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the "
-                   "model's, 5.0)")
+                   "model's, 7.5)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward batch (default 64)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; existing images with "
                    "the same names are replaced)")

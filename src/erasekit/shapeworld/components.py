@@ -11,7 +11,7 @@ LATENT_SIZE = IMAGE_SIZE // 2  # the VAE downsamples once
 TEXT_DIM = 128
 # Sampling defaults of the embedded model (also written into its scheduler config and pipeline card).
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 5.0
+DEFAULT_GUIDANCE = 7.5
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                 prediction_type="epsilon", clip_sample=False)
 
