@@ -12,7 +12,7 @@ import torch
 
 from erasekit.erasure.rows import covariance, kv_weights
 from erasekit.erasure.solver import solve, solve_reference
-from erasekit.methods.rece import derive_embedding, merge
+from erasekit.methods.rece import RECEConfig, derive_embedding, rece_updates
 from erasekit.testing.tiny import sd14_unet_config
 
 TOKENS, D_TEXT = 77, 768
@@ -57,13 +57,15 @@ def main() -> None:
         return solver(weights, target_last, anchor_last, lam=0.5)
 
     def rece(solver):
-        total = solver(weights, uce_to_end, anchor_to_end, lam=0.5)
-        dense = solver is solve_reference
+        start = solver(weights, uce_to_end, anchor_to_end, lam=0.5)
+        if solver is solve:  # erasekit's RECE epochs (low-rank Gram updates)
+            return list(rece_updates(weights, start, target_all, space_all, RECEConfig(epochs=3, lam_reg=0.1)))
+        total = start  # the straightforward loop: full weights, full Gram matrices, per-matrix inverses
         for _ in range(3):
-            current = {n: w.double() + (total[n] if dense else total[n].full()) for n, w in weights.items()}
+            current = {n: w.double() + total[n] for n, w in weights.items()}
             derived = derive_embedding(current, weights, target_all, 0.1)
             step = solver(current, derived, space_all, preserve_cov=covariance(space_all, 0.1), lam=0.1)
-            total = {n: total[n] + step[n] for n in total} if dense else merge(total, step)
+            total = {n: total[n] + step[n] for n in total}
         return total
 
     def trce(solver):

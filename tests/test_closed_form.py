@@ -204,3 +204,24 @@ def test_rece_defaults_follow_the_concept_kind(sd1):
     assert preset("artists").kind == "style" and preset("shapeworld/tobias renn").kind == "style"
     artist = erasekit.erase(sd1, "rece", ["nude"], anchor="", lam_reg=1e-3, epochs=2)
     assert artist.metadata["config"]["epochs"] == 2 and artist.metadata["config"]["lam_reg"] == 1e-3
+
+
+def test_rece_low_rank_epochs_equal_the_textbook_loop(sd1):
+    from erasekit.methods.rece import RECEConfig, rece_updates
+    originals = {n: w.double().clone() for n, w in kv_weights(sd1).items()}
+    g = torch.Generator().manual_seed(0)
+    d = next(iter(originals.values())).shape[1]
+    concept, space = torch.randn(5, d, generator=g, dtype=torch.float64), torch.randn(5, d, generator=g,
+                                                                                       dtype=torch.float64)
+    start = solve(originals, torch.randn(3, d, generator=g, dtype=torch.float64),
+                  torch.randn(3, d, generator=g, dtype=torch.float64))
+    config = RECEConfig(epochs=2, lam_reg=0.1)
+    fast = list(rece_updates(originals, start, concept, space, config))[-1][1]
+    total = {n: start[n].full() for n in originals}
+    for _ in range(2):
+        current = {n: originals[n] + total[n] for n in originals}
+        derived = derive_embedding(current, originals, concept, 0.1)
+        step = solve_reference(current, derived, space, preserve_cov=space.T @ space * 0.1, lam=0.1)
+        total = {n: total[n] + step[n] for n in total}
+    for n in originals:
+        torch.testing.assert_close(fast[n].full(), total[n], rtol=1e-7, atol=1e-8)

@@ -56,12 +56,10 @@ def check_conditioning(m: torch.Tensor) -> None:
                           f"… {eig[-1].item():.3g}); add regularisation (lambda > 0) or preservation rows")
 
 
-def solve(weights: dict[str, torch.Tensor], erase_rows: torch.Tensor, value_rows: torch.Tensor, *,
-          erase_weights: torch.Tensor | None = None, preserve_cov: torch.Tensor | None = None,
-          lam: float = 0.5) -> dict[str, LowRankUpdate]:
-    """weights: name → W_ref (d_out x d); erase_rows E and value_rows A: (m, d), row-aligned.
-
-    Returns name → ΔW as exact low-rank factors. Raises SolverError on a singular or non-finite system."""
+def factors(erase_rows: torch.Tensor, value_rows: torch.Tensor, *, erase_weights: torch.Tensor | None = None,
+            preserve_cov: torch.Tensor | None = None, lam: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The parts every matrix shares: (shift, down) with ΔW = (W_ref @ shiftᵀ) @ down.
+    shift = diag(w)(A − E) (m x d), down = E M⁻¹ (m x d). Raises SolverError on a singular or non-finite system."""
     if erase_rows.shape != value_rows.shape:
         raise ValueError(f"erase rows {tuple(erase_rows.shape)} and value rows {tuple(value_rows.shape)} differ")
     w = torch.ones(len(erase_rows), dtype=torch.float64) if erase_weights is None else erase_weights.double()
@@ -69,11 +67,22 @@ def solve(weights: dict[str, torch.Tensor], erase_rows: torch.Tensor, value_rows
     check_conditioning(m)
     e = erase_rows.double()
     down = torch.linalg.solve(m, e.T).T                        # (m, d) = E M⁻¹ (M symmetric)
-    shift = (value_rows.double() - e) * w[:, None]             # diag(w)(A − E)
+    if not torch.isfinite(down).all():
+        raise SolverError("the closed-form solution is not finite")
+    return (value_rows.double() - e) * w[:, None], down
+
+
+def solve(weights: dict[str, torch.Tensor], erase_rows: torch.Tensor, value_rows: torch.Tensor, *,
+          erase_weights: torch.Tensor | None = None, preserve_cov: torch.Tensor | None = None,
+          lam: float = 0.5) -> dict[str, LowRankUpdate]:
+    """weights: name → W_ref (d_out x d); erase_rows E and value_rows A: (m, d), row-aligned.
+
+    Returns name → ΔW as exact low-rank factors. Raises SolverError on a singular or non-finite system."""
+    shift, down = factors(erase_rows, value_rows, erase_weights=erase_weights, preserve_cov=preserve_cov, lam=lam)
     updates = {}
     for name, w_ref in weights.items():
         up = w_ref.double() @ shift.T                          # (d_out, m)
-        if not (torch.isfinite(up).all() and torch.isfinite(down).all()):
+        if not torch.isfinite(up).all():
             raise SolverError(f"the update of {name} is not finite")
         updates[name] = LowRankUpdate(up, down)
     return updates

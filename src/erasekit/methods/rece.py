@@ -17,7 +17,7 @@ import torch
 
 from ..edits import WeightDelta
 from ..erasure.rows import covariance, kv_weights
-from ..erasure.solver import LowRankUpdate, solve
+from ..erasure.solver import LowRankUpdate, factors
 from ..models import encode
 from . import register_method
 from .uce import UCEConfig, to_edit, uce_updates
@@ -40,14 +40,17 @@ class RECEConfig:
 def derive_embedding(weights: dict[str, torch.Tensor], originals: dict[str, torch.Tensor], target: torch.Tensor,
                      lam_reg: float) -> torch.Tensor:
     """c' = (λ_reg I + Σ_l W_lᵀ W_l)⁻¹ (Σ_l W_lᵀ W0_l) c, for every row of `target` (L, d)."""
-    d = target.shape[1]
-    lhs = lam_reg * torch.eye(d, dtype=torch.float64)
-    rhs = torch.zeros(d, d, dtype=torch.float64)
-    for name, w in weights.items():
-        w = w.double()
-        lhs += w.T @ w
-        rhs += w.T @ originals[name].double()
-    return torch.linalg.solve(lhs, rhs @ target.double().T).T
+    w, w0 = _stack(weights), _stack(originals)
+    return _derive(w.T @ w, w.T @ w0, target, lam_reg)
+
+
+def _stack(weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([w.double() for w in weights.values()])
+
+
+def _derive(gram: torch.Tensor, cross: torch.Tensor, target: torch.Tensor, lam_reg: float) -> torch.Tensor:
+    lhs = gram + lam_reg * torch.eye(gram.shape[0], dtype=torch.float64)
+    return torch.linalg.solve(lhs, cross @ target.double().T).T
 
 
 def merge(a: dict[str, LowRankUpdate], b: dict[str, LowRankUpdate]) -> dict[str, LowRankUpdate]:
@@ -59,16 +62,35 @@ def merge(a: dict[str, LowRankUpdate], b: dict[str, LowRankUpdate]) -> dict[str,
 def rece_epochs(pipe, spec, config: RECEConfig):
     """Yield (epoch, cumulative updates); epoch 0 is the UCE start."""
     originals = {n: w.clone() for n, w in kv_weights(pipe).items()}
-    total = uce_updates(pipe, spec, config.uce, originals)
-    yield 0, total
+    start = uce_updates(pipe, spec, config.uce, originals)
     concept = encode(pipe, spec.targets).embeddings.double()       # all rows of the bare concept text
     space = encode(pipe, [" "] * len(spec.targets)).embeddings.double()
+    yield 0, start
+    yield from rece_updates(originals, start, concept.reshape(-1, concept.shape[-1]),
+                            space.reshape(-1, space.shape[-1]), config)
+
+
+def rece_updates(originals: dict[str, torch.Tensor], start: dict[str, LowRankUpdate], concept: torch.Tensor,
+                 space: torch.Tensor, config: RECEConfig):
+    """RECE's epochs from a starting update (UCE's), on token rows; yields (epoch, cumulative updates).
+
+    All K/V matrices are stacked, W0 (N x d). With the edit so far W = W0 + U D (U: N x m, D: m x d, D shared by
+    every matrix), the Gram matrices come from G0 = W0ᵀW0, computed once, plus rank-m terms:
+    WᵀW = G0 + AD + (AD)ᵀ + Dᵀ(UᵀU)D and WᵀW0 = G0 + DᵀAᵀ with A = W0ᵀU — O(N·d·m) per epoch, not O(N·d²)."""
+    names, rows = list(originals), [w.shape[0] for w in originals.values()]
+    w0 = _stack(originals)
+    g0 = w0.T @ w0
+    total = start
     for epoch in range(1, config.epochs + 1):
-        current = {n: originals[n].double() + total[n].full() for n in originals}
-        derived = derive_embedding(current, originals, concept.reshape(-1, concept.shape[-1]), config.lam_reg)
-        step = solve(current, derived, space.reshape(-1, space.shape[-1]),
-                     preserve_cov=covariance(space.reshape(-1, space.shape[-1]), config.lam1), lam=config.lam2)
-        total = merge(total, step)
+        u = torch.cat([total[n].up for n in names])                 # (N, m)
+        d = total[names[0]].down                                    # (m, d)
+        a = w0.T @ u
+        ad = a @ d
+        gram = g0 + ad + ad.T + d.T @ (u.T @ u) @ d
+        derived = _derive(gram, g0 + d.T @ a.T, concept, config.lam_reg)
+        shift, down = factors(derived, space, preserve_cov=covariance(space, config.lam1), lam=config.lam2)
+        up = (w0 @ shift.T + u @ (d @ shift.T)).split(rows)         # W_current @ shiftᵀ, without forming W
+        total = merge(total, {n: LowRankUpdate(up[k], down) for k, n in enumerate(names)})
         yield epoch, total
 
 
