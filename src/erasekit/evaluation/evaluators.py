@@ -23,7 +23,7 @@ def to_uint8(images) -> np.ndarray:
         return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     if isinstance(images, np.ndarray):
         return images
-    return np.stack([np.asarray(im.convert("RGB")) for im in images])
+    return np.stack([im if isinstance(im, np.ndarray) else np.asarray(im.convert("RGB")) for im in images])
 
 
 class ShapeWorldAttribute(Metric):
