@@ -132,8 +132,9 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
                 edit.remove(pipe)
             rows.append({"method": method, "concept": concept, "seconds_erase": round(seconds, 2), **row})
             progress(f"{concept}: {method} erased in {seconds:.1f} s, measured in {time.perf_counter() - t:.0f} s")
-    atomic_write_json(out / "bench.json", {"columns": COLUMNS, "rows": rows, "seeds": seeds,
-                                           "sampler": dict(pipe.erasekit_defaults)})
+    sampler = {"scheduler": type(pipe.scheduler).__name__, "steps": pipe.erasekit_defaults.get("steps"),
+               "guidance": pipe.erasekit_defaults.get("guidance")}
+    atomic_write_json(out / "bench.json", {"columns": COLUMNS, "rows": rows, "seeds": seeds, "sampler": sampler})
     atomic_write_bytes(out / "bench.md", markdown(rows).encode())
     from .report import write_report
     write_report(out)
