@@ -27,12 +27,15 @@ def scatter(rows: list[dict], title: str, size: int = 260) -> str:
                      f'text-anchor="middle">{tick:g}</text>')
         parts.append(f'<text x="{pad - 4}" y="{pad + (1 - tick) * span + 3}" font-size="9" '
                      f'text-anchor="end">{tick:g}</text>')
+    seen: dict[tuple[int, int], int] = {}
     for k, row in enumerate(rows):
         x, y = pad + row["preserve_acc"] * span, pad + (1 - row["target_explicit"]) * span
         color = COLORS[k % len(COLORS)]
+        stacked = seen.get((round(x), round(y)), 0)  # methods at the same point: labels stacked, none hidden
+        seen[(round(x), round(y))] = stacked + 1
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{html.escape(row["method"])}'
-                     f'</title></circle><text x="{x + 7:.1f}" y="{y + 4:.1f}" font-size="10" fill="{color}">'
-                     f'{html.escape(row["method"])}</text>')
+                     f'</title></circle><text x="{x + 7:.1f}" y="{y + 4 - 11 * stacked:.1f}" font-size="10" '
+                     f'fill="{color}">{html.escape(row["method"])}</text>')
     return "".join(parts) + "</svg>"
 
 
