@@ -133,15 +133,16 @@ def test_missing_clip_model_is_reported_not_faked(tmp_path):
 
 
 def test_frechet_and_kernel_distance_with_classifier_features():
-    from erasekit.evaluation.evaluators import as_float_images, frechet_distance, kernel_distance
+    from erasekit.evaluation.evaluators import frechet_distance, kernel_distance
+    from erasekit.utils.images import to_unit
     reds = np.stack([render(Scene("circle", "red", "solid", "white"), i) for i in range(40)])
     more_reds = np.stack([render(Scene("circle", "red", "solid", "white"), 100 + i) for i in range(40)])
     blues = np.stack([render(Scene("star", "blue", "striped", "black"), i) for i in range(40)])
 
     def distance(make, a, b):
         metric = make()
-        metric.update(as_float_images(a), real=True)
-        metric.update(as_float_images(b), real=False)
+        metric.update(to_unit(a), real=True)
+        metric.update(to_unit(b), real=False)
         out = metric.compute()
         return float(out[0] if isinstance(out, tuple) else out)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .attacks import RingABell
-from .evaluation.evaluators import ClassifierFeatures, ShapeWorldAttribute, as_float_images, frechet_distance
+from .evaluation.evaluators import ClassifierFeatures, ShapeWorldAttribute, frechet_distance
 from .evaluation.img2img import persistence
 from .evaluation.prompts import SHAPES, shapeworld_sets
 from .evaluation.scoring import score_shapeworld
@@ -23,6 +23,7 @@ from .generation import generate
 from .shapeworld.captions import prompt as scene_prompt
 from .shapeworld.domain import LABELS, find_concept
 from .shapeworld.render import render, sample_scene
+from .utils.images import to_unit
 from .utils.files import atomic_write_bytes, atomic_write_json, grid, save_image
 
 DEFAULT_METHODS = ("uce", "rece", "trce")
@@ -46,8 +47,8 @@ def fd_scenes(exclude: str, count: int, seed: int = 1234):
 
 def frechet(classifier, generated, reference: np.ndarray) -> float:
     metric = frechet_distance(ClassifierFeatures(classifier))
-    metric.update(as_float_images(reference), real=True)
-    metric.update(as_float_images(generated), real=False)
+    metric.update(to_unit(reference), real=True)
+    metric.update(to_unit(generated), real=False)
     return float(metric.compute())
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .models.text import _check as check_prompts
+from .models.text import check_prompts
 
 DEFAULT_STEPS, DEFAULT_GUIDANCE = 20, 7.5
 

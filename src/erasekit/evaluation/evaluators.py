@@ -11,19 +11,11 @@ import torch
 from torchmetrics import Metric
 
 from ..errors import ErasekitError
+from ..utils.images import to_uint8
 
 
 class EvaluatorUnavailable(ErasekitError):
     """The evaluator's model or package is not available here."""
-
-
-def to_uint8(images) -> np.ndarray:
-    """(N, H, W, 3) uint8 RGB."""
-    if isinstance(images, torch.Tensor):
-        return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    if isinstance(images, np.ndarray):
-        return images
-    return np.stack([im if isinstance(im, np.ndarray) else np.asarray(im.convert("RGB")) for im in images])
 
 
 class ShapeWorldAttribute(Metric):
@@ -179,6 +171,3 @@ def kernel_distance(feature_network: torch.nn.Module | None = None, subset_size:
     return KernelInceptionDistance(feature=feature_network or ClassifierFeatures(), normalize=True,
                                    subset_size=subset_size)
 
-
-def as_float_images(images) -> torch.Tensor:
-    return torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).float() / 255

@@ -44,7 +44,7 @@ def tokenize(tokenizer, prompts: list[str], warn: bool = True) -> tuple[torch.Te
     return ids, mask
 
 
-def _check(prompts: list[str] | str) -> list[str]:
+def check_prompts(prompts: list[str] | str) -> list[str]:
     if isinstance(prompts, str):
         prompts = [prompts]
     prompts = list(prompts)
@@ -60,7 +60,7 @@ def encode(pipe, prompts: list[str] | str, warn: bool = True) -> EncodedPrompts:
     """Encode prompts as `pipe` does for generation (SD1/SD2: last hidden state; SDXL: both encoders'
     penultimate hidden states concatenated, and the second encoder's pooled output). `warn=False` silences the
     warning about prompts cut to the tokenizer's length (for internal prompt lists)."""
-    prompts = _check(prompts)
+    prompts = check_prompts(prompts)
     device = pipe.text_encoder.device if pipe.text_encoder is not None else pipe.text_encoder_2.device
     ids, mask = tokenize(pipe.tokenizer, prompts, warn)
     if getattr(pipe, "text_encoder_2", None) is None:

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..utils.images import to_signed, to_unit
 from .domain import LABELS, NO_OBJECT
 
 CLASSIFIER_DIR = Path(__file__).resolve().parent / "weights" / "classifier"
@@ -54,7 +55,7 @@ class ShapeWorldClassifier(nn.Module):
     def probabilities(self, images) -> dict[str, torch.Tensor]:
         """Per-attribute class probabilities for PIL images, uint8 arrays (N,H,W,3) or float tensors in [0, 1]."""
         self.eval()
-        return {a: logits.softmax(-1) for a, logits in self(as_tensor(images)).items()}
+        return {a: logits.softmax(-1) for a, logits in self(to_unit(images)).items()}
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -71,16 +72,6 @@ class ShapeWorldClassifier(nn.Module):
         model = cls(config["width"])
         model.load_state_dict(load_file(folder / "model.safetensors"))
         return model.eval()
-
-
-def as_tensor(images) -> torch.Tensor:
-    if isinstance(images, torch.Tensor):
-        return images.float()
-    if isinstance(images, np.ndarray):
-        arrays = images
-    else:
-        arrays = np.stack([np.asarray(im.convert("RGB")) for im in images])
-    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255
 
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -115,8 +106,7 @@ def vae_roundtrip(images: np.ndarray, vae_dir: str) -> np.ndarray:
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
     out = []
     for i in tqdm(range(0, len(images), 500), desc="vae round trip"):
-        x = torch.from_numpy(images[i:i + 500]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        y = vae.decode(vae.encode(x).latent_dist.mean).sample
+        y = vae.decode(vae.encode(to_signed(images[i:i + 500])).latent_dist.mean).sample
         out.append(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 
@@ -147,7 +137,7 @@ def train(images: np.ndarray, labels: np.ndarray, steps: int, batch: int, seed: 
 def evaluate(model: ShapeWorldClassifier, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     logits = {a: [] for a in LABELS}
     for i in range(0, len(images), 500):
-        for a, v in model(as_tensor(images[i:i + 500])).items():
+        for a, v in model(to_unit(images[i:i + 500])).items():
             logits[a].append(v)
     return loss_and_accuracy({a: torch.cat(v) for a, v in logits.items()}, torch.from_numpy(labels))[1]
 

@@ -28,6 +28,7 @@ from .captions import caption
 from .domain import LABELS, Scene
 from .render import render, sample_scene
 from ..models.loading import DEFAULTS_FILE
+from ..utils.images import to_signed
 from .tokenizer import save_tokenizer
 
 
@@ -64,11 +65,6 @@ def make_dataset(cfg: TrainConfig, path: Path) -> None:
         labels[i] = list(scene.labels().values())
     np.savez(path.with_suffix(".tmp.npz"), images=images, labels=labels)
     os.replace(path.with_suffix(".tmp.npz"), path)
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 NHWC → float NCHW in [-1, 1], the pipelines' image convention."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 class Checkpoint:
@@ -118,7 +114,7 @@ def train_vae(cfg: TrainConfig, images: np.ndarray, out: Path) -> None:
     for step in bar:
         g = torch.Generator().manual_seed(step_seed(cfg.seed, 1, step))
         idx = torch.randint(len(images), (cfg.vae_batch,), generator=g)
-        x = to_tensor(images[idx.numpy()])
+        x = to_signed(images[idx.numpy()])
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g)
         recon = vae.decode(z).sample
@@ -142,7 +138,7 @@ def encode_latents(images: np.ndarray, vae_dir: Path, out: Path) -> None:
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
     means, stds = [], []
     for i in tqdm(range(0, len(images), 500), desc="encode latents"):
-        dist = vae.encode(to_tensor(images[i:i + 500])).latent_dist
+        dist = vae.encode(to_signed(images[i:i + 500])).latent_dist
         means.append(dist.mean.half())
         stds.append(dist.std.half())
     mean = torch.cat(means)
