@@ -8,7 +8,8 @@ def shapeworld_validator(spec, num_images: int = 16, seed: int = 10_000):
     """Detection rate of the spec's first target on explicit prompts, judged by the ShapeWorld classifier.
     Returns None (no selection) when the target is not a ShapeWorld concept or the classifier is missing."""
     from ..shapeworld.classifier import CLASSIFIER_DIR, ShapeWorldClassifier
-    from ..shapeworld.domain import LABELS, find_concept
+    from ..evaluation.evaluators import ShapeWorldAttribute
+    from ..shapeworld.domain import find_concept
     try:
         attribute, value = find_concept(spec.targets[0])
     except KeyError:
@@ -25,8 +26,9 @@ def shapeworld_validator(spec, num_images: int = 16, seed: int = 10_000):
         from ..generation import generate
         seeds = [seed + i for i in range(num_images)]
         images = generate(pipe, [prompts[i % len(prompts)] for i in range(num_images)], seeds, progress=False)
-        probs = classifier.probabilities(images)[attribute]
-        return float(probs.argmax(-1).eq(LABELS[attribute].index(value.name)).float().mean())
+        metric = ShapeWorldAttribute(attribute, value.name, classifier=classifier)
+        metric.update(images)
+        return metric.compute().item()
 
     detection_rate.__name__ = f"shapeworld_classifier[{attribute}={value.name}, n={num_images}]"
     return detection_rate

@@ -13,31 +13,14 @@ import json
 import time
 from itertools import product
 
-import numpy as np
-
 from .captions import prompt
+from ..evaluation.scoring import judge
 from .classifier import ShapeWorldClassifier, evaluate, held_out
 from .domain import LABELS
 
 BARS = {"classifier": {a: 0.98 for a in LABELS},
         "explicit": {"shape": 0.90, "color": 0.90, "texture": 0.80, "background": 0.90},
         "synonym": {"shape": 0.85}, "implicit": {"shape": 0.80}}
-
-
-def judge(classifier: ShapeWorldClassifier, images, targets: list[dict[str, str]]) -> dict[str, float]:
-    """Fraction of images whose predicted value equals the target, per attribute the targets name."""
-    probs = {}
-    for i in range(0, len(images), 500):
-        for a, p in classifier.probabilities(images[i:i + 500]).items():
-            probs.setdefault(a, []).append(p.argmax(-1).numpy())
-    predicted = {a: np.concatenate(v) for a, v in probs.items()}
-    scores = {}
-    for attribute in LABELS:
-        rows = [(i, t[attribute]) for i, t in enumerate(targets) if attribute in t]
-        if rows:
-            hits = [LABELS[attribute][predicted[attribute][i]] == value for i, value in rows]
-            scores[attribute] = float(np.mean(hits))
-    return scores
 
 
 def prompt_sets(per_combination: int, per_phrasing: int) -> dict[str, list[tuple[str, dict, int]]]:
