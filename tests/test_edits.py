@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import erasekit
-from erasekit.edits import ProcessorEdit, WeightDelta, applied_edits, register_processor
+from erasekit.edits import InferenceSession, ProcessorEdit, WeightDelta, applied_edits, register_processor
 from erasekit.generation import generate
 from erasekit.models import find_cross_attention
 
@@ -148,14 +148,17 @@ calls = []
 
 
 @register_processor("test-scale-values")
-def _scaled_processor(edit, pipe, name, module):
-    from diffusers.models.attention_processor import AttnProcessor2_0
-    inner, factor = AttnProcessor2_0(), edit.metadata["config"]["factor"]
+class ScaledValues(InferenceSession):
+    """Cross-attention output times a factor: the smallest inference-time method."""
 
-    def process(attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
-        calls.append(name)
-        return inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kw) * factor
-    return process
+    def processor(self, name, module):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+        inner, factor = AttnProcessor2_0(), self.config["factor"]
+
+        def process(attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
+            calls.append(name)
+            return inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kw) * factor
+        return process
 
 
 def test_processor_edit_changes_images_and_restores_processors(tiny_pipe, tmp_path):

@@ -15,13 +15,25 @@ def sampler_defaults(pipe) -> tuple[int, float]:
     return card.get("steps", DEFAULT_STEPS), card.get("guidance", DEFAULT_GUIDANCE)
 
 
-@torch.no_grad()
-def generate(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps: int | None = None,
-             guidance: float | None = None, negative_prompt: str | None = None, batch_size: int = 32,
-             progress: bool = True, prompt_embeds: torch.Tensor | None = None, **pipe_kwargs):
+def generate(pipe, prompts: list[str] | str | None, seeds: list[int], **options):
     """One image per (prompt, seed) pair; a single prompt is repeated for every seed. Instead of prompts, one
-    embedding per seed can be given (`prompt_embeds`, shaped like `encode(...).embeddings`; SD1/SD2).
+    embedding per seed can be given (`prompt_embeds`, shaped like `encode(...).embeddings`; for SDXL also
+    `pooled_prompt_embeds`). Options: steps, guidance, negative_prompt, batch_size, progress, and any keyword of
+    the pipeline's call. An applied inference-time edit with its own batch layout (GIE parity) takes over.
     Returns PIL images."""
+    from .edits import active_session
+    session = active_session(pipe)
+    if session is not None and session.generate is not None:
+        return session.generate(prompts, seeds, **options)
+    return sample(pipe, prompts, seeds, **options)
+
+
+@torch.no_grad()
+def sample(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps: int | None = None,
+           guidance: float | None = None, negative_prompt: str | None = None, batch_size: int = 32,
+           progress: bool = True, prompt_embeds: torch.Tensor | None = None,
+           pooled_prompt_embeds: torch.Tensor | None = None, **pipe_kwargs):
+    """`generate` without routing to an applied edit's own sampler."""
     if prompt_embeds is None:
         prompts = check_prompts(prompts)
         if len(prompts) == 1:
@@ -34,10 +46,15 @@ def generate(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps: 
     steps = steps or default_steps
     guidance = default_guidance if guidance is None else guidance
     device = pipe.unet.device
-    negative_embeds = None
+    negative = None
     if prompt_embeds is not None:
         from .models.text import encode
-        negative_embeds = encode(pipe, [negative_prompt or ""]).embeddings.to(device, prompt_embeds.dtype)
+        negative = encode(pipe, [negative_prompt or ""])
+        if not negative_prompt and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
+            negative.embeddings = torch.zeros_like(negative.embeddings)  # as SDXL does for a prompt's empty negative
+            negative.pooled = torch.zeros_like(negative.pooled)
+        if negative.pooled is not None and pooled_prompt_embeds is None:
+            raise ValueError("this pipeline also needs `pooled_prompt_embeds` with `prompt_embeds`")
     images = []
     bar = tqdm(total=len(seeds), desc="generate", unit="img", disable=not progress)
     for start in range(0, len(seeds), batch_size):
@@ -47,8 +64,12 @@ def generate(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps: 
             text = {"prompt": prompts[chunk],
                     "negative_prompt": [negative_prompt] * len(generators) if negative_prompt else None}
         else:
+            n = len(generators)
             text = {"prompt_embeds": prompt_embeds[chunk].to(device),
-                    "negative_prompt_embeds": negative_embeds.expand(len(generators), -1, -1)}
+                    "negative_prompt_embeds": negative.embeddings.to(device, prompt_embeds.dtype).expand(n, -1, -1)}
+            if negative.pooled is not None:
+                text["pooled_prompt_embeds"] = pooled_prompt_embeds[chunk].to(device)
+                text["negative_pooled_prompt_embeds"] = negative.pooled.to(device).expand(n, -1)
         out = pipe(**text, num_inference_steps=steps, guidance_scale=guidance, generator=generators, **pipe_kwargs)
         images.extend(out.images)
         bar.update(len(generators))

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -105,23 +103,12 @@ class Edit:
         path = Path(path)
         if path.exists() and not overwrite:
             raise EditError(f"{path} already exists; choose another folder or pass overwrite=True")
-        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        from ..utils.files import atomic_dir
+        with atomic_dir(path) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}, tmp / TENSORS_FILE)
             record = {"format_version": FORMAT_VERSION, "kind": self.kind, **self.metadata,
                       "tensors_sha256": _sha256(tmp / TENSORS_FILE), "erasekit_version": _version()}
             (tmp / METADATA_FILE).write_text(json.dumps(record, indent=2, default=str))
-            if path.exists():
-                old = path.parent / f".{path.name}.old-{os.getpid()}"
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return path
 
 

@@ -1,27 +1,33 @@
-"""Attention-processor edits: inference-time methods installed as diffusers attention processors.
+"""Inference-time edits: methods that act while sampling, as diffusers attention processors and UNet hooks.
 
-A method registers a processor factory by name; the edit stores that name, its config and any tensors, and on
-`apply` installs one processor per selected attention module, remembering the ones it replaced."""
+A method registers an `InferenceSession` subclass by name; the edit stores that name, its config and any tensors
+(e.g. a small adapter). `apply` starts a session on the pipeline: it installs the session's processor on each
+selected attention module and its UNet hooks, remembering what it replaced; `remove` restores all of it. A session
+may also offer its own `generate` (a method that needs a different batch layout, like GIE's two branches); the
+project's sampler routes to it while the edit is applied."""
 from __future__ import annotations
 
-from typing import Callable
+import torch
 
 from ..errors import EditError
 from .base import Edit, applied_edits, register_edit_kind
 
-# name → factory(edit, pipe, module_name, module) → processor
-PROCESSORS: dict[str, Callable] = {}
+# name → InferenceSession subclass
+PROCESSORS: dict[str, type["InferenceSession"]] = {}
 
 
 def register_processor(name: str):
-    def wrap(factory: Callable) -> Callable:
-        PROCESSORS[name] = factory
-        return factory
+    def wrap(cls: type["InferenceSession"]) -> type["InferenceSession"]:
+        PROCESSORS[name] = cls
+        return cls
     return wrap
 
 
-def _select(pipe, layers: str) -> dict[str, object]:
-    modules = {n: m for n, m in pipe.unet.named_modules() if hasattr(m, "set_processor")}
+def select_attention(unet, layers: str) -> dict[str, object]:
+    """Attention modules by name: "all", "cross", "self" or "none"."""
+    if layers == "none":
+        return {}
+    modules = {n: m for n, m in unet.named_modules() if hasattr(m, "set_processor")}
     if layers == "cross":
         modules = {n: m for n, m in modules.items() if getattr(m, "is_cross_attention", False)}
     elif layers == "self":
@@ -29,40 +35,128 @@ def _select(pipe, layers: str) -> dict[str, object]:
     return modules
 
 
+class InferenceSession:
+    """The live state of an applied inference-time edit on one pipeline. Subclasses set `layers` and override
+    `processor` (one per attention module) and/or `on_unet_call` / `on_unet_output`."""
+    layers = "cross"
+    generate = None  # optional: (prompts, seeds, **sampler options) → images, used by erasekit's sampler
+
+    def __init__(self, edit: "ProcessorEdit", pipe):
+        self.edit, self.pipe, self.config = edit, pipe, edit.metadata["config"]
+        self._saved: dict[str, object] = {}
+        self._handles = []
+
+    def processor(self, name: str, module):
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise EditError when the method cannot run on this pipeline (before anything is installed)."""
+
+    def targets(self) -> dict[str, object]:
+        return select_attention(self.pipe.unet, self.config.get("layers", self.layers))
+
+    def attach(self) -> None:
+        for name, module in self.targets().items():
+            self._saved[name] = module.processor
+            module.set_processor(self.processor(name, module))
+        unet = self.pipe.unet
+        if type(self).on_unet_call is not InferenceSession.on_unet_call:
+            self._handles.append(unet.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+        if type(self).on_unet_output is not InferenceSession.on_unet_output:
+            self._handles.append(unet.register_forward_hook(self._post_hook, with_kwargs=True))
+
+    def detach(self) -> None:
+        modules = dict(self.pipe.unet.named_modules())
+        for name, processor in self._saved.items():
+            modules[name].set_processor(processor)
+        for handle in self._handles:
+            handle.remove()
+        self._saved, self._handles = {}, []
+
+    # UNet hooks: (args, kwargs) of `unet(sample, timestep, encoder_hidden_states, ...)`.
+    def on_unet_call(self, args: tuple, kwargs: dict):
+        """Return None to leave the call unchanged, or new (args, kwargs)."""
+
+    def on_unet_output(self, args: tuple, kwargs: dict, sample):
+        """Return None to leave the noise prediction unchanged, or a replacement tensor."""
+
+    def _pre_hook(self, module, args, kwargs):
+        return self.on_unet_call(args, kwargs)
+
+    def _post_hook(self, module, args, kwargs, output):
+        sample = output[0] if isinstance(output, tuple) else output.sample
+        new = self.on_unet_output(args, kwargs, sample)
+        if new is None:
+            return None
+        if isinstance(output, tuple):
+            return (new, *output[1:])
+        output.sample = new
+        return output
+
+    # Shared helpers.
+    def advance(self, args: tuple, kwargs: dict) -> bool:
+        """Track the sampling step of this UNet call (`self.step` of `self.total_steps`); True when the call
+        begins a new sampling run (the step did not move forward)."""
+        step, self.total_steps = self.step_of(timestep_argument(args, kwargs))
+        last = getattr(self, "_last_step", None)
+        self.step, self._last_step = step, step
+        return last is None or step <= last
+
+    def step_of(self, timestep) -> tuple[int, int]:
+        """(index of `timestep` among the scheduler's timesteps of the running call, number of them)."""
+        timesteps = self.pipe.scheduler.timesteps
+        t = float(timestep.flatten()[0]) if hasattr(timestep, "flatten") else float(timestep)
+        hits = (timesteps.float() == t).nonzero()
+        return (int(hits[0]) if len(hits) else 0), max(len(timesteps), 1)
+
+    @staticmethod
+    def guided_rows(sample) -> slice:
+        """Rows that carry the prompt. Diffusers pipelines batch [uncond, cond] for classifier-free guidance with
+        the latents duplicated, so equal halves mean guidance (read from the batch, since the UNet may be shared
+        by several pipelines, e.g. an image-to-image one built from the same components)."""
+        n = sample.shape[0] // 2
+        guided = sample.shape[0] % 2 == 0 and n > 0 and torch.equal(sample[:n], sample[n:])
+        return slice(n, 2 * n) if guided else slice(0, sample.shape[0])
+
+
+def timestep_argument(args: tuple, kwargs: dict):
+    return args[1] if len(args) > 1 else kwargs["timestep"]
+
+
 @register_edit_kind
 class ProcessorEdit(Edit):
+    """Kind `attention_processor`: an inference-time method (processors and/or UNet hooks) with its config."""
     kind = "attention_processor"
 
     @property
     def processor_name(self) -> str:
         return self.metadata["config"]["processor"]
 
-    def _targets(self, pipe) -> dict[str, object]:
-        targets = _select(pipe, self.metadata["config"].get("layers", "cross"))
-        if not targets:
-            raise EditError(f"{self}: this UNet has no {self.metadata['config'].get('layers', 'cross')} "
-                            "attention layers to install processors on")
-        return targets
-
     def _check_fits(self, pipe) -> None:
         super()._check_fits(pipe)
+        from ..methods import _load_all
+        _load_all()  # the methods register their sessions on import
         if self.processor_name not in PROCESSORS:
             raise EditError(f"{self}: processor {self.processor_name!r} is not available in this erasekit")
-        targets = self._targets(pipe)
         for other in applied_edits(pipe):
-            if isinstance(other, ProcessorEdit) and set(other._targets(pipe)) & set(targets):
-                raise EditError(f"{self} would replace the processors of {other} on the same layers; "
+            if isinstance(other, ProcessorEdit):
+                raise EditError(f"{self} cannot run together with {other} (both act at sampling time); "
                                 "remove that edit first")
 
     def _apply(self, pipe) -> None:
-        factory = PROCESSORS[self.processor_name]
-        saved = {}
-        for name, module in self._targets(pipe).items():
-            saved[name] = module.processor
-            module.set_processor(factory(self, pipe, name, module))
-        pipe.__dict__.setdefault("erasekit_saved_processors", {})[id(self)] = saved
+        session = PROCESSORS[self.processor_name](self, pipe)
+        layers = session.config.get("layers", session.layers)
+        if layers != "none" and not session.targets():
+            raise EditError(f"{self}: this UNet has no attention layers of the kind it needs ({layers})")
+        session.check()
+        session.attach()
+        pipe.__dict__.setdefault("erasekit_sessions", {})[id(self)] = session
 
     def _remove(self, pipe) -> None:
-        modules = dict(pipe.unet.named_modules())
-        for name, processor in pipe.erasekit_saved_processors.pop(id(self)).items():
-            modules[name].set_processor(processor)
+        pipe.erasekit_sessions.pop(id(self)).detach()
+
+
+def active_session(pipe) -> InferenceSession | None:
+    """The session of the inference-time edit applied to `pipe`, if any."""
+    sessions = getattr(pipe, "erasekit_sessions", None) or {}
+    return next(iter(sessions.values()), None)

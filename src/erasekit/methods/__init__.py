@@ -32,7 +32,7 @@ def register_method(name: str, config_class: type, summary: str):
 
 
 def _load_all() -> None:
-    from . import rece, trce, uce  # noqa: F401  (registration on import)
+    from . import gie, rece, sld, trce, uce  # noqa: F401  (registration on import)
 
 
 def make_config(method: str, **overrides):

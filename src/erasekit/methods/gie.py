@@ -5,25 +5,33 @@ Branch 0 runs the plain prompt P; branch 1 runs P'. In branch 1's cross-attentio
 P tokens keep branch 0's attention map and each E token i adds w_i · M*_i · V(c*_i), M* = softmax(Q K(c*)ᵀ/√d);
 w < 0 inhibits the concept. For the first 40 % of steps branch 1's low-resolution self-attention maps are branch 0's.
 
-Parity mode runs both branches in one batch of a standard pipeline: prompt embeddings [P, P'] with equal seeds,
-so classifier-free guidance gives [∅, ∅, P, P'] and the processors pair each P' row with its P row. Copying
-branch 0's map for the P tokens makes branch 1's P part equal branch 0's output, so
-branch 1 = branch 0 + Σ_i w_i M*_i V(c*_i). Fast mode (this project's design) drops branch 0: the P part is
-branch 1's own attention over Enc(P), so no second branch runs and the cost is one extra K/V projection per layer.
-Defaults from the paper: 40 steps, CFG 7.5; here the model's sampler defaults unless given.
+Parity mode runs both branches in one batch: prompt embeddings [P, P'] with equal seeds, so classifier-free
+guidance gives [∅, ∅, P, P'] and the processors pair each P' row with its P row. Copying branch 0's map for the P
+tokens makes branch 1's P part equal branch 0's output, so branch 1 = branch 0 + Σ_i w_i M*_i V(c*_i).
+Fast mode (this project's design) drops branch 0: the P part is the row's own attention over Enc(P), so no second
+branch runs and the cost is one extra K/V projection of Enc(E) per layer. Fast mode is a pure processor edit and
+works in any standard pipeline call (text-to-image, image-to-image, SDXL); parity mode needs the two-branch batch,
+which erasekit's sampler builds while the edit is applied (a plain `pipe(...)` call runs it as fast mode).
 
-    controller = GIEController(pipe, target="nude", strength=-1.0)
-    images = controller.generate(["a photo of a person on the beach"], seeds=[0])
+w is either fixed (EIUP v1; `strength`) or predicted per image and E token by the scale adapter from the token's
+mean attention in each cross-attention layer at the first step (one extra UNet pass; see `gie_adapter`).
+
+    edit = erasekit.erase(pipe, "gie", ["nude"], strength=-1.0)
+    edit.apply(pipe); images = erasekit.generate(pipe, ["a photo of a person on the beach"], seeds=[0])
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
 from ..concepts import ConceptError
+from ..edits import InferenceSession, ProcessorEdit, register_processor
+from ..errors import EditError
 from ..models import encode
+from ..models.fingerprint import fingerprint
 from ..models.layers import find_cross_attention, in_execution_order
+from . import register_method
 
 
 @dataclass
@@ -33,6 +41,8 @@ class GIEConfig:
     self_fraction: float = 0.4      # share of steps with branch 0's low-resolution self-attention maps
     fast: bool = False              # one branch (this project's fast mode) instead of two (parity)
     low_resolution_divisor: int = 4  # self-attention at ≤ sample_size / divisor per side counts as low resolution
+    target: str = ""                # E; empty: the concept's targets joined by ", "
+    adapter: str = ""               # scale adapter folder (from `gie_adapter`); empty: fixed `strength`
 
 
 def splice(pipe, prompt: str, target: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -40,9 +50,7 @@ def splice(pipe, prompt: str, target: str) -> tuple[torch.Tensor, torch.Tensor, 
     E's words take Enc(E)'s rows, and P's EoT and padding follow, shifted."""
     plain, star = encode(pipe, [prompt]), encode(pipe, [target], warn=False)
     length = plain.embeddings.shape[1]
-    n_prompt, n_target = int(plain.eot_index[0]) - 1, int(star.eot_index[0]) - 1
-    if n_target == 0:
-        raise ConceptError(f"erase target {target!r} tokenises to nothing")
+    n_prompt, n_target = int(plain.eot_index[0]) - 1, target_length(pipe, target)
     room = length - 2 - n_prompt
     if n_target > room:
         raise ConceptError(f"erase target {target!r} needs {n_target} tokens but only {max(room, 0)} fit after "
@@ -52,68 +60,157 @@ def splice(pipe, prompt: str, target: str) -> tuple[torch.Tensor, torch.Tensor, 
     return spliced, c_star, list(range(n_prompt + 1, n_prompt + 1 + n_target))
 
 
-class GIEController:
-    """Shared state of the GIE processors: step count, branch layout, Enc(E), per-token strengths."""
+def target_length(pipe, target: str) -> int:
+    """Number of E's word tokens; refuses a target that tokenises to nothing."""
+    n = int(encode(pipe, [target], warn=False).eot_index[0]) - 1
+    if n == 0:
+        raise ConceptError(f"erase target {target!r} tokenises to nothing")
+    return n
 
-    def __init__(self, pipe, target: str, config: GIEConfig | None = None, strengths: torch.Tensor | None = None):
-        self.pipe, self.target, self.config = pipe, target, config or GIEConfig()
-        self.layers = in_execution_order(find_cross_attention(pipe.unet))
-        if not self.layers:
-            raise ConceptError("this UNet has no cross-attention layers for GIE to act on")
-        self.strengths = strengths  # (n_target,) from the adapter; None uses config.strength for every token
+
+class ScaleAdapter(torch.nn.Module):
+    """|w| per E token from its mean attention in each cross-attention layer (16 → 64 → 32 → 1 for SD1).
+    Features are standardised with statistics stored alongside the weights."""
+
+    def __init__(self, layers: int):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(layers))
+        self.register_buffer("feature_std", torch.ones(layers))
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(layers, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32),
+                                       torch.nn.ReLU(), torch.nn.Linear(32, 1))
+
+    @property
+    def layers(self) -> int:
+        return self.feature_mean.numel()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features (..., layers) → |w| (...)."""
+        x = (features - self.feature_mean) / self.feature_std
+        return torch.nn.functional.softplus(self.mlp(x)).squeeze(-1)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str = "adapter.") -> "ScaleAdapter":
+        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        adapter = cls(own["feature_mean"].numel())
+        adapter.load_state_dict(own)
+        return adapter.eval()
+
+    def to_tensors(self, prefix: str = "adapter.") -> dict[str, torch.Tensor]:
+        return {prefix + k: v.detach().clone() for k, v in self.state_dict().items()}
+
+
+@register_processor("gie")
+class GIESession(InferenceSession):
+    """Shared state of the GIE processors: step, branch layout, Enc(E), per-image per-token strengths."""
+
+    def __init__(self, edit, pipe):
+        super().__init__(edit, pipe)
+        self.layers = "cross" if self.config["fast"] else "all"
+        self.target = self.config["target"]
+        self.order = [layer.name for layer in in_execution_order(find_cross_attention(pipe.unet))]
+        self.adapter = ScaleAdapter.from_tensors(edit.tensors) if self.config.get("adapter") else None
         self.step, self.total_steps = 0, 1
-        self.c_star: torch.Tensor | None = None   # (batch, L, d) Enc(E) per branch-1 image
-        self.target_columns: list[int] = []       # E's word positions within Enc(E)
-        self.recorded: dict[str, list] = {}  # layer → mean attention of E's tokens at the first step, per image
         self.pairs: list[tuple[int, int | None]] = []  # (branch-1 row, its branch-0 row or None) in the UNet batch
+        self.explicit_pairs: list[tuple[int, int | None]] | None = None
+        self.row_weights: torch.Tensor | None = None  # (pairs, E tokens) from the adapter
+        self.recorded: dict[str, torch.Tensor] = {}   # layer → (pairs, E tokens) mean attention at the first step
+        self.probing = False
+        self.recording = False  # during the first UNet pass of a run (the probe pass when there is an adapter)
+        self.generate = None if self.config["fast"] else self.two_branch_generate
+
+    def check(self) -> None:
+        n = target_length(self.pipe, self.target)
+        self.c_star = encode(self.pipe, [self.target], warn=False).embeddings.to(self.pipe.unet.device)
+        self.columns = list(range(1, n + 1))
+        if self.adapter is not None and self.adapter.layers != len(self.order):
+            raise EditError(f"{self.edit}: its scale adapter was trained for {self.adapter.layers} cross-attention "
+                            f"layers but this UNet has {len(self.order)}")
+
+    def processor(self, name: str, module):
+        cross = bool(getattr(module, "is_cross_attention", False))
+        low = _resolution(self.pipe.unet, name) <= self.pipe.unet.config.sample_size // \
+            self.config["low_resolution_divisor"]
+        return GIEAttention(self, name, cross, low)
+
+    # Sampling-time control.
+    def active(self, fraction: float) -> bool:
+        return not self.probing and self.step < fraction * self.total_steps
 
     def weights(self) -> torch.Tensor:
-        n = len(self.target_columns)
-        return self.strengths if self.strengths is not None else torch.full((n,), self.config.strength)
+        """(pairs, E tokens) strengths for the current batch."""
+        if self.row_weights is not None:
+            return self.row_weights
+        return torch.full((len(self.pairs), len(self.columns)), float(self.config["strength"]))
 
-    def active(self, fraction: float) -> bool:
-        return self.step < fraction * self.total_steps
-
-    def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None,
-                 guidance: float | None = None, batch_size: int = 16) -> list:
-        """Branch 1's images, one per (prompt, seed)."""
-        from ..generation import sampler_defaults
-        default_steps, default_guidance = sampler_defaults(self.pipe)
-        steps, guidance = steps or default_steps, default_guidance if guidance is None else guidance
-        hook = self.pipe.unet.register_forward_hook(lambda *_: self._advance())
-        previous = install(self)
-        try:
-            images = []
-            for start in range(0, len(prompts), batch_size):
-                images += self._chunk(prompts[start:start + batch_size], seeds[start:start + batch_size], steps,
-                                      guidance)
-            return images
-        finally:
-            hook.remove()
-            self.pipe.unet.set_attn_processor(previous)
-
-    def _advance(self) -> None:
-        self.step += 1
-
-    def _chunk(self, prompts: list[str], seeds: list[int], steps: int, guidance: float) -> list:
-        from ..generation import generate
-        spliced = [splice(self.pipe, p, self.target) for p in prompts]
-        self.c_star = torch.stack([c_star for _, c_star, _ in spliced])
-        self.target_columns = list(range(1, len(spliced[0][2]) + 1))
-        n = len(prompts)
-        plain = encode(self.pipe, prompts).embeddings
-        offset = lambda rows: rows if guidance > 1 else 0  # noqa: E731  CFG puts the uncond rows first
-        if self.config.fast:
-            embeds, run_seeds = plain, seeds
-            self.pairs = [(offset(n) + k, None) for k in range(n)]
+    def on_unet_call(self, args, kwargs):
+        if self.probing:
+            return None
+        first = self.advance(args, kwargs)
+        sample = args[0] if args else kwargs["sample"]
+        if self.explicit_pairs is not None:
+            self.pairs = self.explicit_pairs
         else:
-            embeds = torch.stack([e for k in range(n) for e in (plain[k], spliced[k][0])])
-            run_seeds = [s for s in seeds for _ in (0, 1)]
-            self.pairs = [(offset(2 * n) + 2 * k + 1, offset(2 * n) + 2 * k) for k in range(n)]
-        self.step, self.total_steps, self.recorded = 0, steps, {}
-        images = generate(self.pipe, None, run_seeds, steps=steps, guidance=guidance, prompt_embeds=embeds,
-                          batch_size=len(run_seeds), progress=False)
-        return images if self.config.fast else images[1::2]
+            self.pairs = [(row, None) for row in range(sample.shape[0])[self.guided_rows(sample)]]
+        self.recording = first
+        if first:
+            self.recorded, self.row_weights = {}, None
+            if self.adapter is not None:
+                self._probe(args, kwargs)
+                self.recording = False
+        return None
+
+    @torch.no_grad()
+    def _probe(self, args, kwargs) -> None:
+        """One extra UNet pass at the first step records the E tokens' attention; the adapter maps it to w."""
+        self.probing = True
+        try:
+            self.pipe.unet(*args, **kwargs)
+        finally:
+            self.probing = False
+        self.row_weights = -self.adapter(self.features().float()).to(self.c_star.dtype)
+
+    def features(self) -> torch.Tensor:
+        """(pairs, E tokens, layers): mean attention of each E token per cross-attention layer, execution order."""
+        missing = [name for name in self.order if name not in self.recorded]
+        if missing:
+            raise EditError(f"no attention was recorded for {missing[:3]}...: run a generation first")
+        return torch.stack([self.recorded[name] for name in self.order], dim=-1)
+
+    def two_branch_generate(self, prompts, seeds, *, prompt_embeds=None, batch_size: int = 32, progress=True,
+                            **options):
+        """Parity mode: each (prompt, seed) runs as the pair [P, P'] in one batch; returns branch 1's images."""
+        from tqdm.auto import tqdm
+        from ..generation import sample, sampler_defaults
+        from ..models.text import check_prompts
+        if prompt_embeds is not None:  # no text to splice E into: one branch, as fast mode
+            return sample(self.pipe, None, seeds, prompt_embeds=prompt_embeds, batch_size=batch_size,
+                          progress=progress, **options)
+        prompts = check_prompts(prompts)
+        prompts = prompts * len(seeds) if len(prompts) == 1 else prompts
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        guidance = options.get("guidance")
+        cfg = (sampler_defaults(self.pipe)[1] if guidance is None else guidance) > 1
+        spliced = [splice(self.pipe, p, self.target)[0] for p in prompts]  # refuses a misfit before sampling
+        images, chunk = [], max(1, batch_size // 2)
+        bar = tqdm(total=len(seeds), desc="generate (GIE, two branches)", unit="img", disable=not progress)
+        try:
+            for start in range(0, len(prompts), chunk):
+                part = slice(start, start + chunk)
+                n = len(prompts[part])
+                offset = 2 * n if cfg else 0  # classifier-free guidance puts the uncond rows first
+                self.explicit_pairs = [(offset + 2 * k + 1, offset + 2 * k) for k in range(n)]
+                plain = encode(self.pipe, prompts[part])
+                embeds = torch.stack([e for k in range(n) for e in (plain.embeddings[k], spliced[start + k])])
+                pooled = None if plain.pooled is None else plain.pooled.repeat_interleave(2, dim=0)
+                out = sample(self.pipe, None, [s for s in seeds[part] for _ in (0, 1)], prompt_embeds=embeds,
+                             pooled_prompt_embeds=pooled, batch_size=2 * n, progress=False, **options)
+                images += out[1::2]
+                bar.update(n)
+        finally:
+            self.explicit_pairs = None
+            bar.close()
+        return images
 
 
 def _heads(attn, x: torch.Tensor) -> torch.Tensor:
@@ -127,19 +224,12 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
-def _finish(attn, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    hidden = attn.to_out[1](attn.to_out[0](hidden))
-    if attn.residual_connection:
-        hidden = hidden + residual
-    return hidden / attn.rescale_output_factor
-
-
 class GIEAttention:
     """One processor per attention module; cross-attention gets the inhibitor, low-resolution self-attention the
     copied maps. Plain attention everywhere else, so uncond rows and inactive steps are untouched."""
 
-    def __init__(self, controller: GIEController, name: str, cross: bool, low_resolution: bool):
-        self.controller, self.name, self.cross, self.low_resolution = controller, name, cross, low_resolution
+    def __init__(self, session: GIESession, name: str, cross: bool, low_resolution: bool):
+        self.session, self.name, self.cross, self.low_resolution = session, name, cross, low_resolution
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         residual = hidden_states
@@ -149,6 +239,7 @@ class GIEAttention:
         if four_d:
             b, c, h, w = hidden_states.shape
             hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+            residual = hidden_states
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
@@ -158,57 +249,59 @@ class GIEAttention:
             _heads(attn, attn.to_v(context))
         probs = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1)
         out = probs @ v
-        ctl = self.controller
+        s = self.session
         if self.cross:
             out = self._inhibit(attn, q, out)
-        elif self.low_resolution and not ctl.config.fast and ctl.active(ctl.config.self_fraction):
-            for row, partner in ctl.pairs:
-                out[row] = probs[partner] @ v[row]  # branch 0's map, branch 1's own values
-        out = _finish(attn, _merge(out), residual if not four_d else residual.view(b, c, h * w).transpose(1, 2))
+        elif self.low_resolution and s.active(s.config["self_fraction"]):
+            for row, partner in s.pairs:
+                if partner is not None:
+                    out[row] = probs[partner] @ v[row]  # branch 0's map, branch 1's own values
+        out = attn.to_out[1](attn.to_out[0](_merge(out)))
+        if attn.residual_connection:
+            out = out + residual
+        out = out / attn.rescale_output_factor
         if four_d:
             out = out.transpose(1, 2).reshape(b, c, h, w)
         return out
 
     def _inhibit(self, attn, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        ctl = self.controller
-        if not ctl.active(ctl.config.cross_fraction):
+        s = self.session
+        if not (s.recording or s.active(s.config["cross_fraction"])):
             return out
-        k_star = _heads(attn, attn.to_k(ctl.c_star.to(q.dtype)))
-        v_star = _heads(attn, attn.to_v(ctl.c_star.to(q.dtype)))
-        columns = ctl.target_columns
-        weights = ctl.weights().to(q.dtype)
+        c_star = s.c_star.to(q.dtype)
+        k_star, v_star = _heads(attn, attn.to_k(c_star))[0], _heads(attn, attn.to_v(c_star))[0]
+        rows = [row for row, _ in s.pairs]
+        m_star = (q[rows] @ k_star.transpose(-1, -2) * attn.scale).softmax(-1)[..., s.columns]  # (P, h, n, E)
+        if s.recording:
+            s.recorded[self.name] = m_star.mean(dim=(1, 2)).detach().float().cpu()
+        if not s.active(s.config["cross_fraction"]):
+            return out
+        weights = s.weights().to(q.device, q.dtype)[:, None, None, :]  # (P, 1, 1, E)
+        injected = (m_star * weights) @ v_star[:, s.columns]
         out = out.clone()
-        for k, (row, partner) in enumerate(ctl.pairs):
-            m_star = (q[row] @ k_star[k].transpose(-1, -2) * attn.scale).softmax(-1)[:, :, columns]
-            if ctl.step == 0:
-                ctl.recorded.setdefault(self.name, []).append(m_star.mean(dim=(0, 1)).detach())
-            base = out[partner] if partner is not None else out[row]
-            out[row] = base + (m_star * weights) @ v_star[k, :, columns]
+        for k, (row, partner) in enumerate(s.pairs):
+            out[row] = (out[partner] if partner is not None else out[row]) + injected[k]
         return out
-
-
-def install(controller: GIEController) -> dict:
-    """Set GIE processors on every attention module of the UNet; returns the processors they replace."""
-    unet = controller.pipe.unet
-    low = unet.config.sample_size // controller.config.low_resolution_divisor
-    previous = dict(unet.attn_processors)
-    processors = {}
-    for key in previous:
-        module_name = key[: -len(".processor")]
-        module = unet.get_submodule(module_name)
-        cross = bool(getattr(module, "is_cross_attention", False))
-        processors[key] = GIEAttention(controller, module_name, cross, low_resolution=_resolution(unet, module_name)
-                                       <= low)
-    unet.set_attn_processor(processors)
-    return previous
 
 
 def _resolution(unet, module_name: str) -> int:
     """Latent side length at a module, from its block's position (down blocks halve, up blocks double)."""
-    top, index = module_name.split(".")[0], int(module_name.split(".")[1]) if module_name[0] != "m" else 0
+    parts = module_name.split(".")
     levels = len(unet.config.block_out_channels)
-    if top == "down_blocks":
-        return unet.config.sample_size >> index
-    if top == "up_blocks":
-        return unet.config.sample_size >> (levels - 1 - index)
+    if parts[0] == "down_blocks":
+        return unet.config.sample_size >> int(parts[1])
+    if parts[0] == "up_blocks":
+        return unet.config.sample_size >> (levels - 1 - int(parts[1]))
     return unet.config.sample_size >> (levels - 1)
+
+
+@register_method("gie", GIEConfig, "EIUP/GIE growth inhibitors: training-free, at sampling time")
+def erase_gie(pipe, spec, config: GIEConfig) -> ProcessorEdit:
+    target = config.target or ", ".join(spec.targets)
+    target_length(pipe, target)
+    tensors = {}
+    if config.adapter:
+        from .gie_adapter import load_adapter
+        tensors = load_adapter(config.adapter).to_tensors()
+    return ProcessorEdit(tensors, method="gie", concepts=spec.targets, fingerprint=fingerprint(pipe, []),
+                         config={"processor": "gie", **asdict(config), "target": target, "spec": spec.to_dict()})

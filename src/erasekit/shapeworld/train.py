@@ -223,7 +223,7 @@ def train_denoiser(cfg: TrainConfig, labels: np.ndarray, latents: dict, out: Pat
         targets = torch.from_numpy(labels[idx.numpy()])
         aux_loss = sum((F.cross_entropy(lg, targets[:, k], reduction="none") * mask[:, k]).mean()
                        for k, lg in enumerate(logits))
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.55 + 0.45 * np.cos(np.pi * step / cfg.steps))
+        lr = float(cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.55 + 0.45 * np.cos(np.pi * step / cfg.steps)))
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="working folder (data, checkpoints, logs)")
     parser.add_argument("--export", help="where to write the final pipeline folder (default: OUT/pipeline)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="CPU threads for training (default: all cores)")
     parser.add_argument("--from-checkpoint", action="store_true",
                         help="only export the EMA weights of the latest checkpoint of a run still in progress")
     for field, default in asdict(TrainConfig(out="")).items():
@@ -291,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(parser.parse_args(argv))
     dest = Path(args.pop("export") or Path(args["out"]) / "pipeline")
     from_checkpoint = args.pop("from_checkpoint")
+    threads = args.pop("threads")
     cfg = TrainConfig(**args)
     out = Path(cfg.out)
     if from_checkpoint:
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"pipeline of checkpoint written to {dest}")
         return
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     t0 = time.time()
     data = out / "data.npz"

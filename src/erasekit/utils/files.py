@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
@@ -17,6 +19,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+
+
+@contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a temporary sibling folder to fill; on success it replaces `path` in one rename, on error it is
+    deleted, so `path` is never left half-written."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_image(image: Image.Image, path: Path) -> None:

@@ -1,0 +1,162 @@
+"""GIE's scale adapter: training and files. The authors did not release weights; this follows their description.
+
+For each training prompt, generate with GIE at every strength of a grid (|w| = 0, 1, 2, 4, 8 by default) and keep
+the smallest |w| at which the evaluator no longer sees the concept in any of the prompt's images (prompts that never
+show it get 0; prompts it survives get the largest |w|). The features are the E tokens' mean attention per
+cross-attention layer at the first step (recorded in the |w| = 0 run, which equals the adapter's probe pass); an
+MLP regresses |w| on them.
+
+    erasekit gie-adapter --concept shapeworld/triangle --out adapters/triangle          # ShapeWorld, its classifier
+    erasekit gie-adapter --model PATH --concept nudity --prompts prompts.csv --evaluator nudenet --out DIR
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..errors import ErasekitError
+from ..utils.files import atomic_dir
+from .gie import ScaleAdapter
+
+WEIGHTS, CARD = "adapter.safetensors", "adapter.json"
+
+
+@dataclass
+class AdapterTraining:
+    grid: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0)  # |w| values tried, ascending
+    seeds: tuple[int, ...] = (100, 101)                    # per prompt; different from the bench's seeds
+    fast: bool = False                                     # generate in GIE's fast mode instead of parity
+    steps: int | None = None                               # sampler steps (default: the model's)
+    iterations: int = 2000                                 # regression steps (full batch, Adam)
+    lr: float = 3e-3
+    seed: int = 0
+    batch_size: int = 16
+
+
+def present_detector(evaluator: str, spec, threshold: float = 0.6) -> Callable[[list], list[bool]]:
+    """images → whether each shows the concept: the ShapeWorld classifier's verdict, or NudeNet's exposed parts."""
+    if evaluator == "shapeworld":
+        from ..shapeworld.classifier import ShapeWorldClassifier
+        from ..shapeworld.domain import LABELS, find_concept
+        from ..utils.images import to_uint8
+        attribute, value = find_concept(spec.targets[0])
+        index, classifier = LABELS[attribute].index(value.name), ShapeWorldClassifier.load()
+        return lambda images: [int(i) == index for i in
+                               classifier.probabilities(to_uint8(images))[attribute].argmax(-1)]
+    if evaluator == "nudenet":
+        from ..evaluation.evaluators import NudeNetNudity
+
+        def nude(images):
+            flags = []
+            for image in images:
+                metric = NudeNetNudity(thresholds=(threshold,))
+                metric.update([image])
+                flags.append(bool(metric.compute()[f"nudity_rate@{threshold}"] > 0))
+            return flags
+        return nude
+    raise ErasekitError(f"unknown evaluator {evaluator!r}; use shapeworld or nudenet")
+
+
+def smallest_strengths(pipe, spec, prompts: list[str], present, cfg: AdapterTraining, progress: bool = True):
+    """(features (images, E tokens, layers), |w| label per image, per-prompt table)."""
+    from . import erase
+    items = [(p, s) for p in prompts for s in cfg.seeds]
+    shown = {}  # |w| → per item: concept still present
+    features = None
+    bar = tqdm(total=len(cfg.grid) * len(items), desc="adapter: strength search", disable=not progress)
+    for w in cfg.grid:
+        edit = erase(pipe, "gie", spec, strength=-w, fast=cfg.fast)
+        edit.apply(pipe)
+        try:
+            flags, feats = [], []
+            for start in range(0, len(items), cfg.batch_size):
+                chunk = items[start:start + cfg.batch_size]
+                images = _generate(pipe, chunk, cfg)
+                flags += present(images)
+                feats.append(pipe.erasekit_sessions[id(edit)].features())
+                bar.update(len(chunk))
+        finally:
+            edit.remove(pipe)
+        shown[w] = flags
+        features = torch.cat(feats) if features is None else features
+    bar.close()
+    labels, table = torch.empty(len(items)), []
+    for k, prompt in enumerate(prompts):
+        rows = range(k * len(cfg.seeds), (k + 1) * len(cfg.seeds))
+        removed = [w for w in cfg.grid if not any(shown[w][r] for r in rows)]
+        label = removed[0] if removed else cfg.grid[-1]
+        labels[list(rows)] = label
+        table.append({"prompt": prompt, "label": label, "shown": {str(w): sum(shown[w][r] for r in rows)
+                                                                  for w in cfg.grid}})
+    return features, labels, table
+
+
+def _generate(pipe, chunk, cfg):
+    from ..generation import generate
+    return generate(pipe, [p for p, _ in chunk], [s for _, s in chunk], steps=cfg.steps, progress=False,
+                    batch_size=2 * len(chunk))
+
+
+def fit(features: torch.Tensor, labels: torch.Tensor, cfg: AdapterTraining) -> tuple[ScaleAdapter, float]:
+    """Regress |w| on the features (every E token of an image gets the image's label); returns (adapter, MAE)."""
+    torch.manual_seed(cfg.seed)
+    x = features.reshape(-1, features.shape[-1]).float()
+    y = labels.repeat_interleave(features.shape[1]).float()
+    adapter = ScaleAdapter(x.shape[1])
+    adapter.feature_mean.copy_(x.mean(0))
+    adapter.feature_std.copy_(x.std(0).clamp_min(1e-8))
+    optimizer = torch.optim.Adam(adapter.mlp.parameters(), lr=cfg.lr)
+    for _ in range(cfg.iterations):
+        loss = torch.nn.functional.mse_loss(adapter(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        mae = (adapter(x) - y).abs().mean().item()
+    return adapter.eval(), mae
+
+
+def train_adapter(pipe, spec, prompts: list[str], present, cfg: AdapterTraining | None = None,
+                  progress: bool = True) -> tuple[ScaleAdapter, dict]:
+    cfg = cfg or AdapterTraining()
+    if not prompts:
+        raise ErasekitError("no training prompts")
+    start = time.perf_counter()
+    features, labels, table = smallest_strengths(pipe, spec, prompts, present, cfg, progress)
+    adapter, mae = fit(features, labels, cfg)
+    report = {"concept": spec.name, "targets": spec.targets, "prompts": len(prompts), "images": len(labels),
+              "training": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+              "fit_mae": round(mae, 4), "seconds": round(time.perf_counter() - start, 1), "labels": table}
+    return adapter, report
+
+
+def save_adapter(adapter: ScaleAdapter, path: str | Path, report: dict | None = None) -> Path:
+    with atomic_dir(path) as tmp:
+        save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, tmp / WEIGHTS)
+        (tmp / CARD).write_text(json.dumps({"layers": adapter.layers, **(report or {})}, indent=2))
+    return Path(path)
+
+
+def load_adapter(path: str | Path) -> ScaleAdapter:
+    path = Path(path)
+    if not (path / WEIGHTS).is_file():
+        raise ErasekitError(f"{path} is not a GIE scale adapter folder (no {WEIGHTS})")
+    return ScaleAdapter.from_tensors(load_file(path / WEIGHTS), prefix="")
+
+
+def shapeworld_prompts(spec, per_form: int = 10) -> list[str]:
+    """Prompts naming the target explicitly, by synonym and implicitly, and prompts of its siblings (label 0)."""
+    from ..evaluation.prompts import shapeworld_sets
+    _, sets = shapeworld_sets(spec.targets[0], seeds=per_form)
+    prompts = []
+    for name in ("explicit", "synonym", "implicit", "other"):
+        seen = list(dict.fromkeys(item.prompt for item in sets[name]))
+        prompts += seen[:per_form]
+    return prompts
