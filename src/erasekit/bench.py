@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .attacks import RingABell
+from .errors import ErasekitError
 from .evaluation.evaluators import ClassifierFeatures, ShapeWorldAttribute, frechet_distance
 from .evaluation.img2img import persistence
 from .evaluation.prompts import SHAPES, shapeworld_sets
@@ -26,7 +27,15 @@ from .shapeworld.render import render, sample_scene
 from .utils.images import to_unit
 from .utils.files import atomic_write_bytes, atomic_write_json, grid, save_image
 
-DEFAULT_METHODS = ("uce", "rece", "trce")
+# Bench rows: a method, or a named variant of one (method, options).
+VARIANTS = {
+    "gie": ("gie", {"strength": -8.0}),  # fixed w (EIUP v1); ShapeWorld needs a larger |w| than SD's -1
+    "gie-adapter": ("gie", {"adapter": "shipped"}),
+    "gie-fast": ("gie", {"strength": -8.0, "fast": True}),
+    "sld": ("sld", {"strength": "medium"}),
+    "sld-max": ("sld", {"strength": "max"}),
+}
+DEFAULT_METHODS = ("uce", "rece", "trce", "gie", "gie-adapter", "gie-fast", "sld", "sld-max")
 DEFAULT_CONCEPTS = ("triangle", "tobias renn")
 COLUMNS = ("target_explicit", "target_synonym", "target_implicit", "preserve_acc", "benign_kept", "fd",
            "asr_ringabell", "i2i_persist", "seconds_erase")
@@ -120,19 +129,26 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
         rows.append({"method": "original", "concept": concept, "seconds_erase": 0.0,
                      **measure(pipe, concept, seeds, classifier, out, "original")})
         progress(f"{concept}: original measured in {time.perf_counter() - t:.0f} s")
-        for method in methods:
+        for label in methods:
             spec = preset("shapeworld/" + concept)
-            options = {"validator": shapeworld_validator(spec)} if method == "rece" else {}
+            method, options = VARIANTS.get(label, (label, {}))
+            if method == "rece":
+                options = {"validator": shapeworld_validator(spec)}
             t = time.perf_counter()
-            edit = erasekit.erase(pipe, method, spec, **options)
+            try:
+                edit = erasekit.erase(pipe, method, spec, **options)
+            except ErasekitError as e:  # e.g. no shipped adapter for this concept
+                progress(f"{concept}: {label} skipped: {e}")
+                continue
             seconds = time.perf_counter() - t
             edit.apply(pipe)
             try:
-                row = measure(pipe, concept, seeds, classifier, out, method)
+                row = measure(pipe, concept, seeds, classifier, out, label)
             finally:
                 edit.remove(pipe)
-            rows.append({"method": method, "concept": concept, "seconds_erase": round(seconds, 2), **row})
-            progress(f"{concept}: {method} erased in {seconds:.1f} s, measured in {time.perf_counter() - t:.0f} s")
+            rows.append({"method": label, "concept": concept, "seconds_erase": round(seconds, 2),
+                         "options": options if method != "rece" else {}, **row})
+            progress(f"{concept}: {label} erased in {seconds:.1f} s, measured in {time.perf_counter() - t:.0f} s")
     sampler = {"scheduler": type(pipe.scheduler).__name__, "steps": pipe.erasekit_defaults.get("steps"),
                "guidance": pipe.erasekit_defaults.get("guidance")}
     atomic_write_json(out / "bench.json", {"columns": COLUMNS, "rows": rows, "seeds": seeds, "sampler": sampler})

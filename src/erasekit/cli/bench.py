@@ -12,7 +12,9 @@ def add_parsers(sub) -> None:
                        "image-to-image persistence, the original model included. Writes DIR/bench.json, "
                        "DIR/bench.md and DIR/report.html.")
     add_model(p, " (a ShapeWorld-vocabulary model)")
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                   help="methods or variants (gie: fixed w = -8; gie-adapter: the shipped scale adapter; gie-fast: "
+                   "one branch; sld / sld-max: presets medium / max); default: %(default)s")
     p.add_argument("--concepts", nargs="+", default=list(DEFAULT_CONCEPTS), help="ShapeWorld shapes or artists")
     p.add_argument("--seeds", type=int, default=4, help="images per phrasing (default 4)")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -26,14 +28,14 @@ def add_parsers(sub) -> None:
 
 def run_bench(args) -> int:
     import time
-    from ..bench import markdown, run_bench as bench
+    from ..bench import VARIANTS, markdown, run_bench as bench
     from ..errors import ErasekitError
     from ..methods import METHODS, _load_all
     from ..shapeworld.domain import find_concept
     _load_all()
-    unknown = [m for m in args.methods if m not in METHODS]
+    unknown = [m for m in args.methods if m not in METHODS and m not in VARIANTS]
     if unknown:
-        raise ErasekitError(f"unknown method(s) {unknown}; available: {', '.join(sorted(METHODS))}")
+        raise ErasekitError(f"unknown method(s) {unknown}; available: {', '.join(sorted({*METHODS, *VARIANTS}))}")
     for concept in args.concepts:
         try:
             attribute, _ = find_concept(concept)

@@ -11,7 +11,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 from ..errors import ErasekitError
-from . import attack, bench, erase, eval as eval_command, generate
+from . import attack, bench, erase, eval as eval_command, generate, gie_adapter
 
 def _version() -> str:
     from .. import __version__
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_command.add_parser(sub)
     bench.add_parsers(sub)
     attack.add_parser(sub)
+    gie_adapter.add_parser(sub)
     return parser
 
 

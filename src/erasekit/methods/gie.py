@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..concepts import ConceptError
 from ..edits import InferenceSession, ProcessorEdit, register_processor
@@ -42,7 +43,8 @@ class GIEConfig:
     fast: bool = False              # one branch (this project's fast mode) instead of two (parity)
     low_resolution_divisor: int = 4  # self-attention at ≤ sample_size / divisor per side counts as low resolution
     target: str = ""                # E; empty: the concept's targets joined by ", "
-    adapter: str = ""               # scale adapter folder (from `gie_adapter`); empty: fixed `strength`
+    adapter: str = ""               # scale adapter folder (`erasekit gie-adapter`), or "shipped" for ShapeWorld's
+                                    # adapter of this concept; empty: the fixed `strength`
 
 
 def splice(pipe, prompt: str, target: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -126,11 +128,18 @@ class GIESession(InferenceSession):
             raise EditError(f"{self.edit}: its scale adapter was trained for {self.adapter.layers} cross-attention "
                             f"layers but this UNet has {len(self.order)}")
 
+    def targets(self) -> dict[str, object]:
+        """Cross-attention, and in parity mode the low-resolution self-attention; the rest keep their processors."""
+        return {name: module for name, module in super().targets().items()
+                if getattr(module, "is_cross_attention", False)
+                or (not self.config["fast"] and self._low_resolution(name))}
+
+    def _low_resolution(self, name: str) -> bool:
+        unet = self.pipe.unet
+        return _resolution(unet, name) <= unet.config.sample_size // self.config["low_resolution_divisor"]
+
     def processor(self, name: str, module):
-        cross = bool(getattr(module, "is_cross_attention", False))
-        low = _resolution(self.pipe.unet, name) <= self.pipe.unet.config.sample_size // \
-            self.config["low_resolution_divisor"]
-        return GIEAttention(self, name, cross, low)
+        return GIEAttention(self, name, cross=bool(getattr(module, "is_cross_attention", False)))
 
     # Sampling-time control.
     def active(self, fraction: float) -> bool:
@@ -225,11 +234,11 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
 
 
 class GIEAttention:
-    """One processor per attention module; cross-attention gets the inhibitor, low-resolution self-attention the
-    copied maps. Plain attention everywhere else, so uncond rows and inactive steps are untouched."""
+    """Cross-attention gets the inhibitor, low-resolution self-attention the copied maps; plain attention for
+    every other row and step, so uncond rows and inactive steps are untouched."""
 
-    def __init__(self, session: GIESession, name: str, cross: bool, low_resolution: bool):
-        self.session, self.name, self.cross, self.low_resolution = session, name, cross, low_resolution
+    def __init__(self, session: GIESession, name: str, cross: bool):
+        self.session, self.name, self.cross = session, name, cross
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         residual = hidden_states
@@ -247,15 +256,14 @@ class GIEAttention:
             context = attn.norm_encoder_hidden_states(context)
         q, k, v = _heads(attn, attn.to_q(hidden_states)), _heads(attn, attn.to_k(context)), \
             _heads(attn, attn.to_v(context))
-        probs = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1)
-        out = probs @ v
         s = self.session
+        partners = [p for _, p in s.pairs if p is not None]
+        if not self.cross and partners and s.active(s.config["self_fraction"]):
+            out = self._copy_maps(attn, q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
         if self.cross:
             out = self._inhibit(attn, q, out)
-        elif self.low_resolution and s.active(s.config["self_fraction"]):
-            for row, partner in s.pairs:
-                if partner is not None:
-                    out[row] = probs[partner] @ v[row]  # branch 0's map, branch 1's own values
         out = attn.to_out[1](attn.to_out[0](_merge(out)))
         if attn.residual_connection:
             out = out + residual
@@ -264,13 +272,22 @@ class GIEAttention:
             out = out.transpose(1, 2).reshape(b, c, h, w)
         return out
 
+    def _copy_maps(self, attn, q, k, v) -> torch.Tensor:
+        """Self-attention where each branch-1 row uses its branch-0 row's map over its own values."""
+        rows, partners = zip(*self.session.pairs)
+        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+        probs = (q[list(partners)] @ k[list(partners)].transpose(-1, -2) * attn.scale).softmax(-1)
+        out[list(rows)] = probs @ v[list(rows)]
+        return out
+
     def _inhibit(self, attn, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         s = self.session
-        if not (s.recording or s.active(s.config["cross_fraction"])):
+        if not (s.recording or s.active(s.config["cross_fraction"])) or not s.pairs:
             return out
         c_star = s.c_star.to(q.dtype)
         k_star, v_star = _heads(attn, attn.to_k(c_star))[0], _heads(attn, attn.to_v(c_star))[0]
-        rows = [row for row, _ in s.pairs]
+        rows, partners = zip(*s.pairs)
+        rows = list(rows)
         m_star = (q[rows] @ k_star.transpose(-1, -2) * attn.scale).softmax(-1)[..., s.columns]  # (P, h, n, E)
         if s.recording:
             s.recorded[self.name] = m_star.mean(dim=(1, 2)).detach().float().cpu()
@@ -278,9 +295,9 @@ class GIEAttention:
             return out
         weights = s.weights().to(q.device, q.dtype)[:, None, None, :]  # (P, 1, 1, E)
         injected = (m_star * weights) @ v_star[:, s.columns]
+        base = out[rows] if partners[0] is None else out[list(partners)]  # fast: own map; parity: branch 0's
         out = out.clone()
-        for k, (row, partner) in enumerate(s.pairs):
-            out[row] = (out[partner] if partner is not None else out[row]) + injected[k]
+        out[rows] = base + injected
         return out
 
 
@@ -301,7 +318,8 @@ def erase_gie(pipe, spec, config: GIEConfig) -> ProcessorEdit:
     target_length(pipe, target)
     tensors = {}
     if config.adapter:
-        from .gie_adapter import load_adapter
-        tensors = load_adapter(config.adapter).to_tensors()
+        from .gie_adapter import load_adapter, shipped_adapter
+        path = shipped_adapter(spec) if config.adapter == "shipped" else config.adapter
+        tensors = load_adapter(path).to_tensors()
     return ProcessorEdit(tensors, method="gie", concepts=spec.targets, fingerprint=fingerprint(pipe, []),
                          config={"processor": "gie", **asdict(config), "target": target, "spec": spec.to_dict()})

@@ -26,6 +26,17 @@ from ..utils.files import atomic_dir
 from .gie import ScaleAdapter
 
 WEIGHTS, CARD = "adapter.safetensors", "adapter.json"
+SHIPPED = Path(__file__).resolve().parents[1] / "shapeworld" / "weights" / "gie_adapters"
+
+
+def shipped_adapter(spec) -> Path:
+    """The adapter shipped for a ShapeWorld concept (trained on the embedded model)."""
+    path = SHIPPED / spec.name.split("/")[-1].replace(" ", "-")
+    if not (path / WEIGHTS).is_file():
+        available = sorted(p.name for p in SHIPPED.glob("*") if (p / WEIGHTS).is_file())
+        raise ErasekitError(f"no shipped GIE adapter for {spec.name!r}; shipped: {', '.join(available) or 'none'}; "
+                            "train one with 'erasekit gie-adapter'")
+    return path
 
 
 @dataclass

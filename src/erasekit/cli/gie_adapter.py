@@ -1,0 +1,77 @@
+"""`erasekit gie-adapter`: train GIE's scale adapter for a concept on a model (see methods/gie_adapter)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ErasekitError
+from .options import add_model
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "gie-adapter", help="train GIE's scale adapter (per prompt the smallest |w| that erases, then regression)",
+        description="For each training prompt, generate with GIE at every |w| of a grid and keep the smallest at "
+        "which the evaluator no longer sees the concept; then fit the adapter (an MLP from the erase target's "
+        "first-step attention per cross-attention layer to |w|). Use the result with "
+        "'erasekit erase --method gie --option adapter=DIR'.")
+    add_model(p)
+    p.add_argument("--concept", required=True, help="the concept, e.g. shapeworld/triangle or nudity")
+    p.add_argument("--prompts", default=None, metavar="FILE", help="training prompts: a .txt file (one per line) "
+                   "or a CSV with a 'prompt' or 'caption' column; default on ShapeWorld: prompts naming the target "
+                   "explicitly, by synonym, implicitly, and its sibling concepts")
+    p.add_argument("--evaluator", choices=("shapeworld", "nudenet"), default=None,
+                   help="what decides that the concept is gone (default: shapeworld on ShapeWorld, else nudenet)")
+    p.add_argument("--threshold", type=float, default=0.6, help="NudeNet detection threshold (default 0.6)")
+    p.add_argument("--grid", default="0,1,2,4,8,16,32", help="|w| values to try, ascending (default %(default)s)")
+    p.add_argument("--seeds", default="100,101", help="seeds per prompt (default %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    p.add_argument("--fast", action="store_true", help="search in GIE's fast mode instead of parity")
+    p.add_argument("--out", required=True, metavar="DIR", help="the adapter folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.set_defaults(run=run)
+
+
+def _numbers(text: str, kind, flag: str) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ErasekitError(f"{flag} {text!r}: expected comma-separated numbers") from None
+    if not values:
+        raise ErasekitError(f"{flag} is empty")
+    return values
+
+
+def read_prompts(path: str) -> list[str]:
+    from ..evaluation.prompts import load_captions
+    if not Path(path).is_file():
+        raise ErasekitError(f"prompt file {path} does not exist")
+    if path.endswith(".csv"):
+        return [item.prompt for item in load_captions(path)]
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def run(args) -> int:
+    from .. import load_pipeline
+    from ..concepts import resolve
+    from ..methods.gie_adapter import (AdapterTraining, present_detector, save_adapter, shapeworld_prompts,
+                                       train_adapter)
+    if Path(args.out).exists() and not args.overwrite:
+        raise ErasekitError(f"{args.out} already exists; choose another folder or pass --overwrite")
+    grid = _numbers(args.grid, float, "--grid")
+    if list(grid) != sorted(grid) or grid[0] < 0:
+        raise ErasekitError("--grid: give non-negative |w| values in ascending order")
+    cfg = AdapterTraining(grid=grid, seeds=_numbers(args.seeds, int, "--seeds"), fast=args.fast, steps=args.steps)
+    spec = resolve(args.concept)
+    prompts = read_prompts(args.prompts) if args.prompts else None
+    pipe = load_pipeline(args.model)
+    evaluator = args.evaluator or ("shapeworld" if pipe.erasekit_shapeworld else "nudenet")
+    if prompts is None:
+        if not (pipe.erasekit_shapeworld and spec.name.startswith("shapeworld/")):
+            raise ErasekitError("give --prompts: default prompts exist only for ShapeWorld concepts")
+        prompts = shapeworld_prompts(spec)
+    adapter, report = train_adapter(pipe, spec, prompts, present_detector(evaluator, spec, args.threshold), cfg)
+    report.update(evaluator=evaluator, model=pipe.erasekit_source)
+    save_adapter(adapter, args.out, report)
+    print(f"wrote the scale adapter to {args.out}: {report['prompts']} prompts, {report['images']} images per |w|, "
+          f"fit MAE {report['fit_mae']}, {report['seconds']:.0f} s")
+    return 0
