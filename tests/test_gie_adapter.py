@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import erasekit
+from erasekit.cli.main import main
+from erasekit.concepts import resolve
+from erasekit.methods.gie_adapter import AdapterTraining, fit, load_adapter, save_adapter, train_adapter
+
+
+@pytest.fixture(scope="module")
+def sd1(tiny_dirs):
+    return erasekit.load_pipeline(tiny_dirs["sd1"])
+
+
+def test_labels_are_the_smallest_strength_that_removes_the_concept(sd1, tmp_path):
+    """A stand-in evaluator that 'sees' the concept in images brighter than a cut: stronger inhibition changes
+    brightness, so each prompt gets the first |w| of the grid at which none of its images pass the cut."""
+    base = {}
+
+    def present(images):
+        means = [float(np.asarray(im, float).mean()) for im in images]
+        if "cut" not in base:
+            base["cut"] = float(np.median(means))
+        return [m > base["cut"] for m in means]
+    prompts = ["a photo of a cat", "a red dog", "a blue car", "a green tree"]
+    cfg = AdapterTraining(grid=(0.0, 4.0, 16.0), seeds=(0, 1), steps=2, iterations=200)
+    adapter, report = train_adapter(sd1, resolve(["nude"]), prompts, present, cfg, progress=False)
+    for row in report["labels"]:
+        removed = [w for w in cfg.grid if row["shown"][str(w)] == 0]
+        assert row["label"] == (removed[0] if removed else cfg.grid[-1])
+    assert any(row["shown"]["0.0"] > 0 for row in report["labels"])  # the search had something to remove
+    assert adapter.layers == len(erasekit.find_cross_attention(sd1.unet))
+    save_adapter(adapter, tmp_path / "a", report)
+    loaded = load_adapter(tmp_path / "a")
+    x = torch.rand(3, adapter.layers)
+    torch.testing.assert_close(loaded(x), adapter(x))
+
+
+def test_fit_regresses_strength_on_features():
+    torch.manual_seed(0)
+    features = torch.rand(64, 1, 5)
+    labels = 8 * features[:, 0, 2]  # |w| grows with the attention in one layer
+    adapter, mae = fit(features, labels, AdapterTraining(iterations=1500))
+    assert mae < 0.5
+    assert adapter(torch.tensor([0.0, 0, 0.9, 0, 0])) > adapter(torch.tensor([0.0, 0, 0.1, 0, 0]))
+
+
+def test_cli_trains_with_nudenet_on_a_real_model_layout(tiny_dirs, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of a person\na cat on a sofa\n")
+    out = tmp_path / "adapter"
+    code = main(["gie-adapter", "--model", str(tiny_dirs["sd1"]), "--concept", "nudity", "--prompts", str(prompts),
+                 "--grid", "0,2", "--seeds", "0", "--steps", "2", "--out", str(out)])
+    assert code == 0
+    card = json.loads((out / "adapter.json").read_text())
+    assert card["evaluator"] == "nudenet" and card["prompts"] == 2
+    assert [row["label"] for row in card["labels"]] == [0.0, 0.0]  # random tiny images show no nudity
+
+
+def test_cli_refuses_bad_input_before_writing(tiny_dirs, tmp_path, capsys):
+    out = tmp_path / "adapter"
+    assert main(["gie-adapter", "--model", str(tiny_dirs["sd1"]), "--concept", "nudity", "--out", str(out)]) == 2
+    assert "give --prompts" in capsys.readouterr().err
+    assert main(["gie-adapter", "--concept", "shapeworld/triangle", "--grid", "4,1", "--out", str(out)]) == 2
+    assert "ascending" in capsys.readouterr().err
+    assert not out.exists()
