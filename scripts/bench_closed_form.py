@@ -14,21 +14,13 @@ from erasekit.erasure.rows import covariance, kv_weights
 from erasekit.erasure.solver import solve, solve_reference
 from erasekit.methods.rece import RECEConfig, derive_embedding, rece_updates
 from erasekit.testing.tiny import sd14_unet_config
+from erasekit.utils.timing import best_of
 
 TOKENS, D_TEXT = 77, 768
 
 
 def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ Rows: plain; GIE parity (two branches in one batch); GIE fast (one branch); GIE 
 (parity plus one probe pass); SLD (one extra row per image in the same batch).
 """
 import argparse
-import time
 
 import torch
 
@@ -15,20 +14,11 @@ import erasekit
 from erasekit.concepts import preset
 from erasekit.evaluation.prompts import shapeworld_sets
 from erasekit.generation import generate
+from erasekit.utils.timing import best_of
 
 ROWS = [("plain", None, {}), ("gie parity", "gie", {"strength": -8.0}),
         ("gie fast", "gie", {"strength": -8.0, "fast": True}), ("gie adapter", "gie", {"adapter": "shipped"}),
         ("sld medium", "sld", {"strength": "medium"})]
-
-
-def best_of(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -55,7 +45,7 @@ def main() -> None:
             edit.apply(pipe)
         try:
             results[label] = best_of(lambda: generate(pipe, prompts, seeds, batch_size=64, progress=False),
-                                     args.repeats)
+                                     args.repeats, warmup=True)
         finally:
             if edit:
                 edit.remove(pipe)

@@ -52,8 +52,10 @@ def test_report_html_shows_table_plots_and_grids(tmp_path):
 @pytest.mark.slow
 def test_small_bench_on_shapeworld(tmp_path):
     from erasekit.bench import COLUMNS, run_bench
-    rows = run_bench(["uce"], ["triangle"], tmp_path, seeds=2, progress=lambda *_: None)
-    assert [r["method"] for r in rows] == ["original", "uce"]
+    rows = run_bench(["uce", "gie-fast"], ["triangle"], tmp_path, seeds=2, progress=lambda *_: None)
+    assert [r["method"] for r in rows] == ["original", "uce", "gie-fast"]
+    assert rows[2]["options"] == {"strength": -8.0, "fast": True}
+    rows = rows[:2]
     for row in rows:
         assert all(0 <= row[c] <= 1 for c in COLUMNS if c not in ("fd", "seconds_erase"))
     original, edited = rows
@@ -61,5 +63,5 @@ def test_small_bench_on_shapeworld(tmp_path):
     grids = [(tmp_path / f"grid_triangle_{m}.png").read_bytes() for m in ("original", "uce")]
     assert grids[0] != grids[1]  # same seeds, different images: the edit acts
     bench = json.loads((tmp_path / "bench.json").read_text())
-    assert len(bench["rows"]) == 2 and (tmp_path / "bench.md").read_text().count("| triangle |") == 2
+    assert len(bench["rows"]) == 3 and (tmp_path / "bench.md").read_text().count("| triangle |") == 3
     assert "grid_triangle_uce.png" in (tmp_path / "report.html").read_text()

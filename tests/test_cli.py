@@ -29,8 +29,25 @@ def test_same_seed_same_bytes_whatever_the_batch_size(tiny_dirs, tmp_path):
 
 def test_every_subcommand_has_help_with_model_option(capsys):
     import pytest
-    for command in ("generate", "erase", "eval", "attack", "bench", "report"):  # every subcommand
+    for command in ("generate", "erase", "eval", "attack", "bench", "report", "gie-adapter"):  # every subcommand
         with pytest.raises(SystemExit) as exit_info:
             cli([command, "--help"])
         assert exit_info.value.code == 0
         assert "--model" in capsys.readouterr().out
+
+
+def test_sampling_time_edits_from_erase_to_generate(tiny_dirs, tmp_path):
+    from PIL import Image
+    import numpy as np
+    model = str(tiny_dirs["sd1"])
+    run_generate(tiny_dirs, tmp_path / "plain", "--num-images", "2")
+    for method, option in (("gie", "strength=-4"), ("sld", "strength=max")):
+        edit = tmp_path / f"{method}-edit"
+        assert cli(["erase", "--model", model, "--method", method, "--concept", "cat", "--option", option,
+                    "--out", str(edit)]) == 0
+        record = json.loads((edit / "edit.json").read_text())
+        assert record["kind"] == "attention_processor" and record["config"]["processor"] == method
+        assert run_generate(tiny_dirs, tmp_path / method, "--num-images", "2", "--edit", str(edit)) == 0
+        for name in ("0000.png", "0001.png"):
+            a, b = (np.asarray(Image.open(tmp_path / d / "images" / name), float) for d in ("plain", method))
+            assert np.abs(a - b).mean() > 0.5

@@ -169,5 +169,5 @@ def shapeworld_prompts(spec, per_form: int = 10) -> list[str]:
     prompts = []
     for name in ("explicit", "synonym", "implicit", "other"):
         seen = list(dict.fromkeys(item.prompt for item in sets[name]))
-        prompts += seen[:per_form]
+        prompts += seen[::max(1, len(seen) // per_form)][:per_form]  # spread over the set (siblings are grouped)
     return prompts

@@ -75,16 +75,27 @@ class ShapeWorldClassifier(nn.Module):
 
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Degradations generated images show: noise, blur, colour and brightness shifts, small shifts."""
+    """Degradations generated images show: larger or smaller objects, blotchy backgrounds, noise, blur, colour,
+    contrast and brightness shifts, small shifts."""
     n = len(x)
     u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    zoom = 0.8 + 0.55 * u(n)  # generated objects often fill more of the frame than rendered ones
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / zoom
+    theta[:, :, 2] = (u(n, 2) - 0.5) * 0.25
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
     blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     mix = u(n, 1, 1, 1) * 0.7 * (u(n, 1, 1, 1) < 0.5)
     x = x * (1 - mix) + blur * mix
-    x = x * (1 + (u(n, 1, 1, 1) - 0.5) * 0.2) + (u(n, 3, 1, 1) - 0.5) * 0.1
-    x = x + torch.randn(x.shape, generator=g) * u(n, 1, 1, 1) * 0.06
-    shift = [int(s) for s in torch.randint(-2, 3, (2,), generator=g)]
-    x = torch.roll(x, shifts=shift, dims=(2, 3))
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = mean + (x - mean) * (0.7 + 0.6 * u(n, 1, 1, 1))  # contrast
+    gray = x.mean(dim=1, keepdim=True)
+    x = gray + (x - gray) * (0.6 + 0.8 * u(n, 1, 1, 1))  # saturation
+    x = x * (1 + (u(n, 1, 1, 1) - 0.5) * 0.3) + (u(n, 3, 1, 1) - 0.5) * 0.15
+    blotches = F.interpolate(torch.randn(n, 3, 4, 4, generator=g), size=x.shape[-2:], mode="bilinear")
+    x = x + blotches * u(n, 1, 1, 1) * 0.08
+    x = x + torch.randn(x.shape, generator=g) * u(n, 1, 1, 1) * 0.1
     return x.clamp(0, 1)
 
 

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--classifier", default=None, help="classifier folder (default: the shipped one)")
     parser.add_argument("--per-combination", type=int, default=4, help="images per explicit combination")
     parser.add_argument("--per-phrasing", type=int, default=8, help="images per synonym/implicit phrasing")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    parser.add_argument("--sets", nargs="+", default=None, help="only these sets (explicit synonym implicit artist)")
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     classifier = ShapeWorldClassifier.load(args.classifier) if args.classifier else ShapeWorldClassifier.load()
@@ -53,8 +56,11 @@ def main(argv: list[str] | None = None) -> dict:
     pipe = erasekit.load_pipeline(args.model)
     timings = {}
     for name, items in prompt_sets(args.per_combination, args.per_phrasing).items():
+        if args.sets and name not in args.sets:
+            continue
         t0 = time.time()
-        images = generate(pipe, [p for p, _, _ in items], [s for _, _, s in items], batch_size=64)
+        images = generate(pipe, [p for p, _, _ in items], [s for _, _, s in items], batch_size=64,
+                          steps=args.steps, guidance=args.guidance)
         timings[name] = round(time.time() - t0, 1)
         results[name] = judge(classifier, images, [t for _, t, _ in items])
         results[name]["images"] = len(items)
@@ -74,8 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"results": results, "bars": BARS, "seconds": timings,
-                       "sampler": {"steps": pipe.erasekit_defaults.get("steps"),
-                                   "guidance": pipe.erasekit_defaults.get("guidance"),
+                       "sampler": {"steps": args.steps or pipe.erasekit_defaults.get("steps"),
+                                   "guidance": args.guidance or pipe.erasekit_defaults.get("guidance"),
                                    "scheduler": type(pipe.scheduler).__name__}}, f, indent=2)
     return results
 
