@@ -112,8 +112,16 @@ def test_edit_saves_and_loads_with_its_adapter(sd1, tmp_path):
         expected = -adapter(session.features())
         torch.testing.assert_close(session.row_weights, expected)
         assert (session.row_weights < 0).all()
+        probed = session.features()
     finally:
         loaded.remove(sd1)
+    zero = erasekit.erase(sd1, "gie", ["nude"], strength=0.0)
+    zero.apply(sd1)
+    try:  # the probe sees what the adapter's training run at |w| = 0 recorded
+        generate(sd1, PROMPTS, SEEDS, steps=2, progress=False)
+        torch.testing.assert_close(sd1.erasekit_sessions[id(zero)].features(), probed)
+    finally:
+        zero.remove(sd1)
 
 
 def test_adapter_for_another_layer_count_is_refused(sd1, tmp_path):

@@ -143,7 +143,7 @@ class GIESession(InferenceSession):
 
     # Sampling-time control.
     def active(self, fraction: float) -> bool:
-        return not self.probing and self.step < fraction * self.total_steps
+        return self.step < fraction * self.total_steps
 
     def weights(self) -> torch.Tensor:
         """(pairs, E tokens) strengths for the current batch."""
@@ -170,8 +170,10 @@ class GIESession(InferenceSession):
 
     @torch.no_grad()
     def _probe(self, args, kwargs) -> None:
-        """One extra UNet pass at the first step records the E tokens' attention; the adapter maps it to w."""
+        """One extra UNet pass at the first step, with w = 0 (maps still copied), records the E tokens' attention
+        exactly as the adapter's training run at |w| = 0 did; the adapter maps it to w."""
         self.probing = True
+        self.row_weights = torch.zeros(len(self.pairs), len(self.columns))
         try:
             self.pipe.unet(*args, **kwargs)
         finally:
