@@ -50,16 +50,26 @@ class GIEConfig:
 def splice(pipe, prompt: str, target: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """(P' embedding (L, d), Enc(E) (L, d), positions of E's tokens in P'). P's SoT and words keep Enc(P)'s rows,
     E's words take Enc(E)'s rows, and P's EoT and padding follow, shifted."""
-    plain, star = encode(pipe, [prompt]), encode(pipe, [target], warn=False)
-    length = plain.embeddings.shape[1]
-    n_prompt, n_target = int(plain.eot_index[0]) - 1, target_length(pipe, target)
-    room = length - 2 - n_prompt
-    if n_target > room:
-        raise ConceptError(f"erase target {target!r} needs {n_target} tokens but only {max(room, 0)} fit after "
-                           f"the prompt {prompt!r} (limit {length})")
-    c0, c_star = plain.embeddings[0], star.embeddings[0]
-    spliced = torch.cat([c0[:n_prompt + 1], c_star[1:n_target + 1], c0[n_prompt + 1:length - n_target]])
-    return spliced, c_star, list(range(n_prompt + 1, n_prompt + 1 + n_target))
+    spliced, c_star, positions = splice_many(pipe, [prompt], target)
+    return spliced[0], c_star, positions[0]
+
+
+def splice_many(pipe, prompts: list[str], target: str, plain=None):
+    """`splice` for several prompts with one text-encoder call each for P and E; `plain`: encode(pipe, prompts)
+    when the caller has it already. Returns (P' embeddings (n, L, d), Enc(E) (L, d), E's positions per prompt)."""
+    plain = plain if plain is not None else encode(pipe, prompts)
+    c_star = encode(pipe, [target], warn=False).embeddings[0]
+    length, n_target = plain.embeddings.shape[1], target_length(pipe, target)
+    rows, positions = [], []
+    for prompt, c0, eot in zip(prompts, plain.embeddings, plain.eot_index.tolist()):
+        n_prompt = int(eot) - 1
+        room = length - 2 - n_prompt
+        if n_target > room:
+            raise ConceptError(f"erase target {target!r} needs {n_target} tokens but only {max(room, 0)} fit "
+                               f"after the prompt {prompt!r} (limit {length})")
+        rows.append(torch.cat([c0[:n_prompt + 1], c_star[1:n_target + 1], c0[n_prompt + 1:length - n_target]]))
+        positions.append(list(range(n_prompt + 1, n_prompt + 1 + n_target)))
+    return torch.stack(rows), c_star, positions
 
 
 def target_length(pipe, target: str) -> int:
@@ -202,7 +212,8 @@ class GIESession(InferenceSession):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         guidance = options.get("guidance")
         cfg = (sampler_defaults(self.pipe)[1] if guidance is None else guidance) > 1
-        spliced = [splice(self.pipe, p, self.target)[0] for p in prompts]  # refuses a misfit before sampling
+        plain = encode(self.pipe, prompts)
+        spliced = splice_many(self.pipe, prompts, self.target, plain)[0]  # refuses a misfit before sampling
         images, chunk = [], max(1, batch_size // 2)
         bar = tqdm(total=len(seeds), desc="generate (GIE, two branches)", unit="img", disable=not progress)
         try:
@@ -211,9 +222,8 @@ class GIESession(InferenceSession):
                 n = len(prompts[part])
                 offset = 2 * n if cfg else 0  # classifier-free guidance puts the uncond rows first
                 self.explicit_pairs = [(offset + 2 * k + 1, offset + 2 * k) for k in range(n)]
-                plain = encode(self.pipe, prompts[part])
-                embeds = torch.stack([e for k in range(n) for e in (plain.embeddings[k], spliced[start + k])])
-                pooled = None if plain.pooled is None else plain.pooled.repeat_interleave(2, dim=0)
+                embeds = torch.stack([plain.embeddings[part], spliced[part]], dim=1).flatten(0, 1)  # P, P', ...
+                pooled = None if plain.pooled is None else plain.pooled[part].repeat_interleave(2, dim=0)
                 out = sample(self.pipe, None, [s for s in seeds[part] for _ in (0, 1)], prompt_embeds=embeds,
                              pooled_prompt_embeds=pooled, batch_size=2 * n, progress=False, **options)
                 images += out[1::2]
@@ -298,8 +308,7 @@ class GIEAttention:
         weights = s.weights().to(q.device, q.dtype)[:, None, None, :]  # (P, 1, 1, E)
         injected = (m_star * weights) @ v_star[:, s.columns]
         base = out[rows] if partners[0] is None else out[list(partners)]  # fast: own map; parity: branch 0's
-        out = out.clone()
-        out[rows] = base + injected
+        out[rows] = base + injected  # `out` is this call's own tensor; indexing made `base` a copy
         return out
 
 
