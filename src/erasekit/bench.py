@@ -5,6 +5,9 @@ detected), preserve_acc (accuracy on the attribute's other values), benign_kept 
 attributes kept), fd (Fréchet distance of classifier features to procedural images of the same scenes),
 asr_ringabell (Ring-A-Bell, η = 3, detection rate), i2i_persist (image-to-image from real target images, strengths
 0.5 and 0.75), seconds_erase.
+
+Rows are methods or named variants (VARIANTS). GIE's parity mode needs the prompt text to splice the erase target
+into, so its Ring-A-Bell (an embedding attack) and image-to-image rows run one branch, as the fast mode does.
 """
 from __future__ import annotations
 
