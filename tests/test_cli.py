@@ -51,3 +51,12 @@ def test_sampling_time_edits_from_erase_to_generate(tiny_dirs, tmp_path):
         for name in ("0000.png", "0001.png"):
             a, b = (np.asarray(Image.open(tmp_path / d / "images" / name), float) for d in ("plain", method))
             assert np.abs(a - b).mean() > 0.5
+
+
+def test_lora_of_a_sampling_time_edit_is_refused_before_writing(tiny_dirs, tmp_path, capsys):
+    out, lora = tmp_path / "edit", tmp_path / "x.safetensors"
+    code = cli(["erase", "--model", str(tiny_dirs["sd1"]), "--method", "sld", "--concept", "cat", "--lora", str(lora),
+                "--out", str(out)])
+    assert code == 2
+    assert "only weight-delta edits can be exported as LoRA" in capsys.readouterr().err
+    assert not out.exists() and not lora.exists()

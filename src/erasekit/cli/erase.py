@@ -63,6 +63,9 @@ def run(args) -> int:
     if args.method == "rece" and "validator" not in options and args.model is None:
         options["validator"] = shapeworld_validator(spec)
     edit = erase(pipe, args.method, spec, **options)
+    if args.lora and edit.kind != "weight_delta":  # refused before anything is written
+        raise ErasekitError(f"--lora: {args.method} makes an {edit.kind} edit, which acts at sampling time; only "
+                            "weight-delta edits can be exported as LoRA")
     edit.save(args.out, overwrite=args.overwrite)
     print(f"wrote {edit} to {args.out} in {edit.metadata['protocol']['seconds_erase']:.2f} s")
     if args.lora:
