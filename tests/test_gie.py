@@ -22,8 +22,8 @@ def pixels(image) -> np.ndarray:
 
 def run(pipe, edit, prompts=PROMPTS, seeds=SEEDS, **options):
     edit.apply(pipe)
-    try:
-        return generate(pipe, prompts, seeds, steps=4, progress=False, **options)
+    try:  # the public entry point, which routes to GIE's two-branch sampler
+        return erasekit.generate(pipe, prompts, seeds, steps=4, progress=False, **options)
     finally:
         edit.remove(pipe)
 
