@@ -66,4 +66,6 @@ def test_cli_refuses_bad_input_before_writing(tiny_dirs, tmp_path, capsys):
     assert "give --prompts" in capsys.readouterr().err
     assert main(["gie-adapter", "--concept", "shapeworld/triangle", "--grid", "4,1", "--out", str(out)]) == 2
     assert "ascending" in capsys.readouterr().err
+    assert main(["gie-adapter", "--concept", "shapeworld/triangle", "--grid", "1,2", "--out", str(out)]) == 2
+    assert "starting at 0" in capsys.readouterr().err  # the features come from the |w| = 0 run
     assert not out.exists()

@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--evaluator", choices=("shapeworld", "nudenet"), default=None,
                    help="what decides that the concept is gone (default: shapeworld on ShapeWorld, else nudenet)")
     p.add_argument("--threshold", type=float, default=0.6, help="NudeNet detection threshold (default 0.6)")
-    p.add_argument("--grid", default="0,1,2,4,8,16,32", help="|w| values to try, ascending (default %(default)s)")
+    p.add_argument("--grid", default="0,1,2,4,8,16,32", help="|w| values to try, ascending from 0 (default %(default)s)")
     p.add_argument("--seeds", default="100,101", help="seeds per prompt (default %(default)s)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--fast", action="store_true", help="search in GIE's fast mode instead of parity")
@@ -58,8 +58,8 @@ def run(args) -> int:
     if Path(args.out).exists() and not args.overwrite:
         raise ErasekitError(f"{args.out} already exists; choose another folder or pass --overwrite")
     grid = _numbers(args.grid, float, "--grid")
-    if list(grid) != sorted(grid) or grid[0] < 0:
-        raise ErasekitError("--grid: give non-negative |w| values in ascending order")
+    if list(grid) != sorted(grid) or grid[0] != 0:
+        raise ErasekitError("--grid: give |w| values in ascending order, starting at 0")
     cfg = AdapterTraining(grid=grid, seeds=_numbers(args.seeds, int, "--seeds"), fast=args.fast, steps=args.steps)
     spec = resolve(args.concept)
     prompts = read_prompts(args.prompts) if args.prompts else None

@@ -63,11 +63,12 @@ def present_detector(evaluator: str, spec, threshold: float = 0.6) -> Callable[[
                                classifier.probabilities(to_uint8(images))[attribute].argmax(-1)]
     if evaluator == "nudenet":
         from ..evaluation.evaluators import NudeNetNudity
+        detector = NudeNetNudity(thresholds=(threshold,)).detector  # the ONNX model loads once
 
         def nude(images):
             flags = []
             for image in images:
-                metric = NudeNetNudity(thresholds=(threshold,))
+                metric = NudeNetNudity(thresholds=(threshold,), detector=detector)
                 metric.update([image])
                 flags.append(bool(metric.compute()[f"nudity_rate@{threshold}"] > 0))
             return flags
@@ -76,28 +77,29 @@ def present_detector(evaluator: str, spec, threshold: float = 0.6) -> Callable[[
 
 
 def smallest_strengths(pipe, spec, prompts: list[str], present, cfg: AdapterTraining, progress: bool = True):
-    """(features (images, E tokens, layers), |w| label per image, per-prompt table)."""
+    """(features (images, E tokens, layers), |w| label per image, per-prompt table). The features come from the
+    |w| = 0 run, whose first step is what the adapter's probe pass sees."""
     from . import erase
+    if not cfg.grid or cfg.grid[0] != 0 or list(cfg.grid) != sorted(cfg.grid):
+        raise ErasekitError(f"the |w| grid must be ascending and start at 0 (got {list(cfg.grid)})")
     items = [(p, s) for p in prompts for s in cfg.seeds]
-    shown = {}  # |w| → per item: concept still present
-    features = None
+    shown, features = {}, []  # shown: |w| → per item, concept still present
     bar = tqdm(total=len(cfg.grid) * len(items), desc="adapter: strength search", disable=not progress)
     for w in cfg.grid:
         edit = erase(pipe, "gie", spec, strength=-w, fast=cfg.fast)
         edit.apply(pipe)
         try:
-            flags, feats = [], []
+            shown[w] = []
             for start in range(0, len(items), cfg.batch_size):
                 chunk = items[start:start + cfg.batch_size]
-                images = _generate(pipe, chunk, cfg)
-                flags += present(images)
-                feats.append(pipe.erasekit_sessions[id(edit)].features())
+                shown[w] += present(_generate(pipe, chunk, cfg))
+                if w == 0:
+                    features.append(pipe.erasekit_sessions[id(edit)].features())
                 bar.update(len(chunk))
         finally:
             edit.remove(pipe)
-        shown[w] = flags
-        features = torch.cat(feats) if features is None else features
     bar.close()
+    features = torch.cat(features)
     labels, table = torch.empty(len(items)), []
     for k, prompt in enumerate(prompts):
         rows = range(k * len(cfg.seeds), (k + 1) * len(cfg.seeds))
