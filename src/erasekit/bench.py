@@ -135,11 +135,10 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
         for label in methods:
             spec = preset("shapeworld/" + concept)
             method, options = VARIANTS.get(label, (label, {}))
-            if method == "rece":
-                options = {"validator": shapeworld_validator(spec)}
+            run_options = {**options, "validator": shapeworld_validator(spec)} if method == "rece" else options
             t = time.perf_counter()
             try:
-                edit = erasekit.erase(pipe, method, spec, **options)
+                edit = erasekit.erase(pipe, method, spec, **run_options)
             except ErasekitError as e:  # e.g. no shipped adapter for this concept
                 progress(f"{concept}: {label} skipped: {e}")
                 continue
@@ -150,7 +149,7 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
             finally:
                 edit.remove(pipe)
             rows.append({"method": label, "concept": concept, "seconds_erase": round(seconds, 2),
-                         "options": options if method != "rece" else {}, **row})
+                         "options": options, **row})
             progress(f"{concept}: {label} erased in {seconds:.1f} s, measured in {time.perf_counter() - t:.0f} s")
     sampler = {"scheduler": type(pipe.scheduler).__name__, "steps": pipe.erasekit_defaults.get("steps"),
                "guidance": pipe.erasekit_defaults.get("guidance")}

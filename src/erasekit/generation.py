@@ -28,6 +28,16 @@ def generate(pipe, prompts: list[str] | str | None, seeds: list[int], **options)
     return sample(pipe, prompts, seeds, **options)
 
 
+def prompt_per_seed(prompts: list[str] | str, seeds: list[int]) -> list[str]:
+    """Checked prompts, one per seed (a single prompt is repeated)."""
+    prompts = check_prompts(prompts)
+    if len(prompts) == 1:
+        prompts = prompts * len(seeds)
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    return prompts
+
+
 @torch.no_grad()
 def sample(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps: int | None = None,
            guidance: float | None = None, negative_prompt: str | None = None, batch_size: int = 32,
@@ -35,11 +45,7 @@ def sample(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps: in
            pooled_prompt_embeds: torch.Tensor | None = None, **pipe_kwargs):
     """`generate` without routing to an applied edit's own sampler."""
     if prompt_embeds is None:
-        prompts = check_prompts(prompts)
-        if len(prompts) == 1:
-            prompts = prompts * len(seeds)
-        if len(prompts) != len(seeds):
-            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        prompts = prompt_per_seed(prompts, seeds)
     elif len(prompt_embeds) != len(seeds):
         raise ValueError(f"{len(prompt_embeds)} prompt embeddings but {len(seeds)} seeds")
     default_steps, default_guidance = sampler_defaults(pipe)

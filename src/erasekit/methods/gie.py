@@ -58,8 +58,8 @@ def splice_many(pipe, prompts: list[str], target: str, plain=None):
     """`splice` for several prompts with one text-encoder call each for P and E; `plain`: encode(pipe, prompts)
     when the caller has it already. Returns (P' embeddings (n, L, d), Enc(E) (L, d), E's positions per prompt)."""
     plain = plain if plain is not None else encode(pipe, prompts)
-    c_star = encode(pipe, [target], warn=False).embeddings[0]
-    length, n_target = plain.embeddings.shape[1], target_length(pipe, target)
+    c_star, n_target = encode_target(pipe, target)
+    length = plain.embeddings.shape[1]
     rows, positions = [], []
     for prompt, c0, eot in zip(prompts, plain.embeddings, plain.eot_index.tolist()):
         n_prompt = int(eot) - 1
@@ -72,12 +72,13 @@ def splice_many(pipe, prompts: list[str], target: str, plain=None):
     return torch.stack(rows), c_star, positions
 
 
-def target_length(pipe, target: str) -> int:
-    """Number of E's word tokens; refuses a target that tokenises to nothing."""
-    n = int(encode(pipe, [target], warn=False).eot_index[0]) - 1
+def encode_target(pipe, target: str) -> tuple[torch.Tensor, int]:
+    """(Enc(E) (L, d), number of E's word tokens); refuses a target that tokenises to nothing."""
+    star = encode(pipe, [target], warn=False)
+    n = int(star.eot_index[0]) - 1
     if n == 0:
         raise ConceptError(f"erase target {target!r} tokenises to nothing")
-    return n
+    return star.embeddings[0], n
 
 
 class ScaleAdapter(torch.nn.Module):
@@ -131,8 +132,8 @@ class GIESession(InferenceSession):
         self.generate = None if self.config["fast"] else self.two_branch_generate
 
     def check(self) -> None:
-        n = target_length(self.pipe, self.target)
-        self.c_star = encode(self.pipe, [self.target], warn=False).embeddings.to(self.pipe.unet.device)
+        c_star, n = encode_target(self.pipe, self.target)
+        self.c_star = c_star[None].to(self.pipe.unet.device)
         self.columns = list(range(1, n + 1))
         if self.adapter is not None and self.adapter.layers != len(self.order):
             raise EditError(f"{self.edit}: its scale adapter was trained for {self.adapter.layers} cross-attention "
@@ -201,15 +202,11 @@ class GIESession(InferenceSession):
                             **options):
         """Parity mode: each (prompt, seed) runs as the pair [P, P'] in one batch; returns branch 1's images."""
         from tqdm.auto import tqdm
-        from ..generation import sample, sampler_defaults
-        from ..models.text import check_prompts
+        from ..generation import prompt_per_seed, sample, sampler_defaults
         if prompt_embeds is not None:  # no text to splice E into: one branch, as fast mode
             return sample(self.pipe, None, seeds, prompt_embeds=prompt_embeds, batch_size=batch_size,
                           progress=progress, **options)
-        prompts = check_prompts(prompts)
-        prompts = prompts * len(seeds) if len(prompts) == 1 else prompts
-        if len(prompts) != len(seeds):
-            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        prompts = prompt_per_seed(prompts, seeds)
         guidance = options.get("guidance")
         cfg = (sampler_defaults(self.pipe)[1] if guidance is None else guidance) > 1
         plain = encode(self.pipe, prompts)
@@ -269,8 +266,8 @@ class GIEAttention:
         q, k, v = _heads(attn, attn.to_q(hidden_states)), _heads(attn, attn.to_k(context)), \
             _heads(attn, attn.to_v(context))
         s = self.session
-        partners = [p for _, p in s.pairs if p is not None]
-        if not self.cross and partners and s.active(s.config["self_fraction"]):
+        paired = bool(s.pairs) and s.pairs[0][1] is not None  # parity: branch-1 rows have branch-0 partners
+        if not self.cross and paired and s.active(s.config["self_fraction"]):
             out = self._copy_maps(attn, q, k, v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
@@ -326,7 +323,7 @@ def _resolution(unet, module_name: str) -> int:
 @register_method("gie", GIEConfig, "EIUP/GIE growth inhibitors: training-free, at sampling time")
 def erase_gie(pipe, spec, config: GIEConfig) -> ProcessorEdit:
     target = config.target or ", ".join(spec.targets)
-    target_length(pipe, target)
+    encode_target(pipe, target)  # refuses a target that tokenises to nothing before anything is written
     tensors = {}
     if config.adapter:
         from .gie_adapter import load_adapter, shipped_adapter

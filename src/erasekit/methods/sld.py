@@ -69,17 +69,16 @@ class SLDSession(InferenceSession):
 
     def on_unet_call(self, args, kwargs):
         first = self.advance(args, kwargs)
-        batch = (args[0] if args else kwargs["sample"]).shape[0]
+        names = ("sample", "timestep", "encoder_hidden_states")
+        sample, timestep, context = (args[i] if i < len(args) else kwargs[k] for i, k in enumerate(names))
         self.rows = 0
-        if self.guided_rows(args[0] if args else kwargs["sample"]).start == 0:  # needs CFG, as in diffusers
+        if self.guided_rows(sample).start == 0:  # needs CFG, as in diffusers
             return None
         if first:
             self.momentum = None
+        batch = sample.shape[0]
         n = self.rows = batch // 2
-        names = ("sample", "timestep", "encoder_hidden_states")
-        values = {k: (args[i] if i < len(args) else kwargs[k]) for i, k in enumerate(names)}
         kwargs = {k: v for k, v in kwargs.items() if k not in names}
-        sample, timestep, context = values["sample"], values["timestep"], values["encoder_hidden_states"]
         if torch.is_tensor(timestep) and timestep.ndim and timestep.shape[0] == batch:
             timestep = torch.cat([timestep, timestep[n:]])
         concept = self.concept_embeds.to(context.device, context.dtype).expand(n, -1, -1)
