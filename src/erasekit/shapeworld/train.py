@@ -48,6 +48,7 @@ class TrainConfig:
     p_uncond: float = 0.1
     aux_weight: float = 0.1  # attribute loss on the EoT embedding: gives it CLIP-like prompt semantics
     min_snr_gamma: float = 5.0
+    prediction: str = components.PREDICTION  # "v_prediction" or "epsilon"
     checkpoint_every: int = 250
 
 
@@ -189,11 +190,20 @@ class EMA:
             p.copy_(s)
 
 
+def target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    return scheduler.get_velocity(z0, noise, t) if cfg.prediction == "v_prediction" else noise
+
+
+def min_snr_weight(snr: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Min-SNR-γ: the x0-error weight min(SNR, γ), expressed for the model's target (Hang et al. 2023)."""
+    return snr.clamp(max=cfg.min_snr_gamma) / (snr + 1 if cfg.prediction == "v_prediction" else snr)
+
+
 def train_denoiser(cfg: TrainConfig, labels: np.ndarray, latents: dict, out: Path) -> None:
     tokenizer = save_tokenizer(out / "tokenizer")
     text_encoder, unet = components.text_encoder(tokenizer), components.unet()
     aux = torch.nn.Linear(components.TEXT_DIM, sum(len(v) for v in LABELS.values()))
-    scheduler = components.train_scheduler()
+    scheduler = components.train_scheduler(cfg.prediction)
     params = [*unet.parameters(), *text_encoder.parameters(), *aux.parameters()]
     opt = torch.optim.AdamW(params, cfg.lr, weight_decay=1e-2)
     ema = EMA([unet, text_encoder], cfg.ema_decay)
@@ -217,8 +227,8 @@ def train_denoiser(cfg: TrainConfig, labels: np.ndarray, latents: dict, out: Pat
                         return_tensors="pt").input_ids
         hidden = text_encoder(ids).last_hidden_state
         pred = unet(scheduler.add_noise(z0, noise, t), t, hidden).sample
-        weight = snr[t].clamp(max=cfg.min_snr_gamma) / snr[t]  # min-SNR weighting for ε-prediction
-        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        error = (pred - target(scheduler, z0, noise, t, cfg)).pow(2).mean(dim=(1, 2, 3))
+        loss = (min_snr_weight(snr[t], cfg) * error).mean()
         logits = aux(eot_hidden(hidden, ids, tokenizer.eos_token_id)).split([len(v) for v in LABELS.values()], 1)
         targets = torch.from_numpy(labels[idx.numpy()])
         aux_loss = sum((F.cross_entropy(lg, targets[:, k], reduction="none") * mask[:, k]).mean()
@@ -259,6 +269,7 @@ def checkpoint_models(out: Path):
 def export(out: Path, dest: Path, scale: float, from_checkpoint: bool = False) -> None:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
+    train_config = json.loads((out / "config.json").read_text())
     vae = AutoencoderKL.from_pretrained(out / "vae_trained")
     vae.register_to_config(scaling_factor=scale)
     if from_checkpoint:
@@ -266,16 +277,16 @@ def export(out: Path, dest: Path, scale: float, from_checkpoint: bool = False) -
     else:
         unet = UNet2DConditionModel.from_pretrained(out / "unet_trained")
         text_encoder = CLIPTextModel.from_pretrained(out / "text_encoder_trained")
-        step = json.loads((out / "config.json").read_text())["steps"]
+        step = train_config["steps"]
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(out / "tokenizer"), unet=unet,
-        scheduler=components.sample_scheduler(), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
+        scheduler=components.sample_scheduler(train_config.get("prediction", "epsilon")), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(dest, safe_serialization=True)
     card = {"steps": components.DEFAULT_STEPS, "guidance": components.DEFAULT_GUIDANCE, "denoiser_steps": step,
             "trained_by": "python -m erasekit.shapeworld.train",
-            "train_config": json.loads((out / "config.json").read_text())}
+            "train_config": train_config}
     (Path(dest) / DEFAULTS_FILE).write_text(json.dumps(card, indent=2))
 
 
