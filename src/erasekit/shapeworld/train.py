@@ -104,7 +104,13 @@ class Log:
             csv.DictWriter(f, self.fields).writerow(row)
 
 
+def seeded(cfg: TrainConfig, stage: int) -> None:
+    """Seed the initial weights of a stage's models (a resumed run overwrites them from its checkpoint)."""
+    torch.manual_seed(step_seed(cfg.seed, stage, 0))
+
+
 def train_vae(cfg: TrainConfig, images: np.ndarray, out: Path) -> None:
+    seeded(cfg, 4)
     vae = components.vae()
     opt = torch.optim.AdamW(vae.parameters(), cfg.vae_lr, weight_decay=0.0)
     ckpt = Checkpoint(out / "ckpt_vae")
@@ -201,6 +207,7 @@ def min_snr_weight(snr: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
 
 def train_denoiser(cfg: TrainConfig, labels: np.ndarray, latents: dict, out: Path) -> None:
     tokenizer = save_tokenizer(out / "tokenizer")
+    seeded(cfg, 5)
     text_encoder, unet = components.text_encoder(tokenizer), components.unet()
     aux = torch.nn.Linear(components.TEXT_DIM, sum(len(v) for v in LABELS.values()))
     scheduler = components.train_scheduler(cfg.prediction)
