@@ -37,7 +37,7 @@ class TrainConfig:
     out: str
     seed: int = 0
     num_images: int = 40000
-    vae_steps: int = 1500
+    vae_steps: int = 2000
     vae_batch: int = 32
     vae_lr: float = 1e-3
     steps: int = 4000
@@ -50,6 +50,10 @@ class TrainConfig:
     min_snr_gamma: float = 5.0
     prediction: str = components.PREDICTION  # "v_prediction" or "epsilon"
     checkpoint_every: int = 250
+
+    def __post_init__(self):
+        if self.prediction not in ("v_prediction", "epsilon"):
+            raise ValueError(f"prediction must be v_prediction or epsilon, not {self.prediction!r}")
 
 
 def step_seed(seed: int, stage: int, step: int) -> int:
@@ -307,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="only export the EMA weights of the latest checkpoint of a run still in progress")
     for field, default in asdict(TrainConfig(out="")).items():
         if field != "out":
-            parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
+            choices = ("v_prediction", "epsilon") if field == "prediction" else None
+            parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default, choices=choices)
     args = vars(parser.parse_args(argv))
     dest = Path(args.pop("export") or Path(args["out"]) / "pipeline")
     from_checkpoint = args.pop("from_checkpoint")
