@@ -22,17 +22,22 @@ def run(out):
         torch.set_num_threads(threads)  # main() sets the thread count for the whole process
 
 
-def test_training_exports_a_v_prediction_pipeline(tmp_path):
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """One uninterrupted tiny run, shared by the tests."""
+    out = tmp_path_factory.mktemp("whole")
+    run(out)
+    return out
+
+
+def test_training_exports_a_v_prediction_pipeline(whole):
     from diffusers import StableDiffusionPipeline
-    run(tmp_path / "a")
-    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "a" / "pipeline")
+    pipe = StableDiffusionPipeline.from_pretrained(whole / "pipeline")
     assert pipe.scheduler.config.prediction_type == "v_prediction"
-    assert (tmp_path / "a" / "summary.json").exists()
+    assert (whole / "summary.json").exists()
 
 
-def test_a_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    run(tmp_path / "whole")
-
+def test_a_killed_run_resumes_to_the_same_weights(whole, tmp_path, monkeypatch):
     class Killed(Exception):
         pass
 
@@ -49,7 +54,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
             run(tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "unet_trained").exists()
     run(tmp_path / "resumed")
-    whole = load_file(tmp_path / "whole" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
-    resumed = load_file(tmp_path / "resumed" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
-    assert whole.keys() == resumed.keys()
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    unet = "pipeline/unet/diffusion_pytorch_model.safetensors"
+    expected, resumed = load_file(whole / unet), load_file(tmp_path / "resumed" / unet)
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)

@@ -15,7 +15,8 @@ DEFAULT_GUIDANCE = 7.5
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear", clip_sample=False)
 # v-prediction: an ε-loss weights errors in the clean image by the SNR, so at the high noise levels where a 16x16
 # latent's colour and background are decided it barely rewards following the prompt; v weights them by SNR + 1.
-PREDICTION = "v_prediction"
+PREDICTIONS = ("v_prediction", "epsilon")
+PREDICTION = PREDICTIONS[0]
 
 
 def text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:

@@ -48,12 +48,12 @@ class TrainConfig:
     p_uncond: float = 0.1
     aux_weight: float = 0.1  # attribute loss on the EoT embedding: gives it CLIP-like prompt semantics
     min_snr_gamma: float = 5.0
-    prediction: str = components.PREDICTION  # "v_prediction" or "epsilon"
+    prediction: str = components.PREDICTION  # one of components.PREDICTIONS
     checkpoint_every: int = 250
 
     def __post_init__(self):
-        if self.prediction not in ("v_prediction", "epsilon"):
-            raise ValueError(f"prediction must be v_prediction or epsilon, not {self.prediction!r}")
+        if self.prediction not in components.PREDICTIONS:
+            raise ValueError(f"prediction must be one of {components.PREDICTIONS}, not {self.prediction!r}")
 
 
 def step_seed(seed: int, stage: int, step: int) -> int:
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="only export the EMA weights of the latest checkpoint of a run still in progress")
     for field, default in asdict(TrainConfig(out="")).items():
         if field != "out":
-            choices = ("v_prediction", "epsilon") if field == "prediction" else None
+            choices = components.PREDICTIONS if field == "prediction" else None
             parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default, choices=choices)
     args = vars(parser.parse_args(argv))
     dest = Path(args.pop("export") or Path(args["out"]) / "pipeline")
