@@ -6,12 +6,12 @@ encoding excluded, against a straightforward per-matrix explicit-inverse loop me
 import argparse
 import resource
 import time
-from types import SimpleNamespace
 
 import torch
 
-from erasekit.erasure.rows import covariance, kv_weights
-from erasekit.erasure.solver import solve, solve_reference
+from erasekit.closed_form.rows import covariance
+from erasekit.closed_form.solver import solve, solve_reference
+from erasekit.models import kv_weights
 from erasekit.methods.rece import RECEConfig, derive_embedding, rece_updates
 from erasekit.testing.tiny import sd14_unet_config
 from erasekit.utils.timing import best_of
@@ -33,7 +33,7 @@ def main() -> None:
     t0 = time.perf_counter()
     unet = UNet2DConditionModel.from_config(sd14_unet_config()).eval()
     print(f"built SD1.4-shaped UNet in {time.perf_counter() - t0:.1f} s; peak RSS {peak_mib():.0f} MiB")
-    weights = {n: w.float() for n, w in kv_weights(SimpleNamespace(unet=unet)).items()}
+    weights = {n: w.float() for n, w in kv_weights(unet).items()}
     print(f"{len(weights)} K/V matrices, shapes {sorted({tuple(w.shape) for w in weights.values()})}")
     g = torch.Generator().manual_seed(0)
     emb = lambda n: torch.randn(n, D_TEXT, generator=g, dtype=torch.float64)  # noqa: E731  SD1.4-shaped rows

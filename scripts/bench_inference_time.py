@@ -15,7 +15,7 @@ import torch
 import erasekit
 from erasekit.concepts import preset
 from erasekit.evaluation.prompts import shapeworld_sets
-from erasekit.generation import generate
+from erasekit.sampling import generate, sampler_defaults
 from erasekit.utils.timing import best_of
 
 ROWS = [("plain", None, {}), ("gie parity", "gie", {"strength": -8.0}),
@@ -55,7 +55,7 @@ def main() -> None:
             finally:
                 if edit:
                     edit.remove(pipe)
-    steps, guidance = pipe.erasekit_defaults.get("steps"), pipe.erasekit_defaults.get("guidance")
+    steps, guidance = sampler_defaults(pipe)
     print(f"\n{args.images} images, {steps} DDIM steps, guidance {guidance}, {args.threads} threads, batch 64")
     print(f"{'method':<14}{'seconds':>9}{'× plain':>9}")
     for label, seconds in results.items():

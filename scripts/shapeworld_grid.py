@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 import erasekit
-from erasekit.generation import generate
+from erasekit.sampling import generate
 from erasekit.shapeworld.captions import prompt
 from erasekit.shapeworld.domain import LABELS, Scene
 from erasekit.shapeworld.render import render

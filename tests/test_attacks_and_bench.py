@@ -6,7 +6,7 @@ from PIL import Image
 
 import erasekit
 from erasekit.attacks import ATTACKS, RingABell
-from erasekit.generation import generate
+from erasekit.sampling import generate
 
 
 def test_generation_from_embeddings_equals_generation_from_prompts(tiny_dirs):
@@ -36,7 +36,7 @@ def test_ring_a_bell_concept_vector_and_strength_sweep(tiny_dirs):
 
 def test_report_html_shows_table_plots_and_grids(tmp_path):
     from erasekit.bench import COLUMNS
-    from erasekit.report import write_report
+    from erasekit.bench import write_report
     rows = [{"method": m, "concept": "triangle", **{c: 0.5 for c in COLUMNS}, "target_explicit": t}
             for m, t in (("original", 0.95), ("rece", 0.04))]
     (tmp_path / "bench.json").write_text(json.dumps({"columns": COLUMNS, "rows": rows, "seeds": 2}))

@@ -103,3 +103,51 @@ def test_attack_cli_writes_images_and_success_rates(tiny_dirs, tmp_path, capsys)
     assert cli(["attack", "--model", str(tiny_dirs["sd1"]), "--concept", "nude", "--num-images", "0",
                 "--out", str(tmp_path / "none")]) == 2
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--guidance", "nan"), ("--guidance", "inf"), ("--steps", "0"),
+                                           ("--num-images", "-3"), ("--seed", "1.5")])
+def test_cli_refuses_non_finite_and_out_of_range_numbers_when_parsing(tmp_path, capsys, option, value):
+    out = tmp_path / "o"
+    assert cli(["generate", "--prompt", "a red triangle", option, value, "--out", str(out)]) == 2
+    assert option in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_steps_beyond_the_scheduler_are_one_line_errors(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert cli(["generate", "--prompt", "a red triangle", "--steps", "9999", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "steps must be a whole number from 1 to 1000" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_prompt_cut_to_the_token_limit_warns_once_in_one_line(tmp_path, capsys):
+    words = " ".join(["red triangle"] * 250)  # 500 words
+    assert cli(["generate", "--prompt", words, "--num-images", "2", "--steps", "2", "--out", str(tmp_path / "o")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "tokens dropped" in warnings[0]
+    dropped = int(warnings[0].split(" tokens dropped")[0].rsplit(" ", 1)[1])
+    assert dropped == 500 - (32 - 2)  # ShapeWorld reads 32 tokens: SoT, 30 words, EoT
+
+
+def test_a_concept_the_model_cannot_represent_is_refused(tmp_path, capsys):
+    out = tmp_path / "e"
+    assert cli(["erase", "--method", "uce", "--concept", "zzzz qqq", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot represent 'zzzz', 'qqq'" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_words_split_into_pieces_warn_on_a_real_tokenizer(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    with pytest.warns(UserWarning, match="splits 'zebra' into pieces"):
+        erasekit.erase(pipe, "uce", ["zebra cat"])
+
+
+def test_resolve_leaves_the_callers_spec_alone():
+    from erasekit.concepts import preset, resolve
+    spec = preset("shapeworld/triangle")
+    resolved = resolve(spec, anchor="", preserve=["circle"])
+    assert spec.anchors == ["diamond"] and "circle" in spec.preserve and len(spec.preserve) == 5
+    assert resolved.anchors == [""] and resolved.preserve == ["circle"]

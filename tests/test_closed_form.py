@@ -3,9 +3,10 @@ import torch
 
 import erasekit
 from erasekit.concepts import ConceptError, preset, resolve
-from erasekit.erasure.rows import aligned_rows, kv_weights
-from erasekit.erasure.solver import SolverError, solve, solve_reference
+from erasekit.closed_form.rows import aligned_rows
+from erasekit.closed_form.solver import SolverError, solve, solve_reference
 from erasekit.methods import make_config
+from erasekit.models import kv_weights
 from erasekit.methods.rece import derive_embedding
 from erasekit.methods.trce import eot_rows, pairs
 
@@ -67,10 +68,10 @@ def test_uce_maps_target_rows_to_anchor_rows_and_keeps_preserved(sd1):
     spec = resolve(["nude"], anchor="cat", preserve=["dog"])
     erase_rows, value_rows = aligned_rows(sd1, ["nude"], ["cat"], "last")
     kept, _ = aligned_rows(sd1, ["dog"], ["dog"], "last")
-    before = {n: w.double().clone() for n, w in kv_weights(sd1).items()}
+    before = {n: w.double().clone() for n, w in kv_weights(sd1.unet).items()}
     edit = erasekit.erase(sd1, "uce", spec, lam=1e-4, preserve_scale=100.0)
     edit.apply(sd1)
-    after = {n: w.double() for n, w in kv_weights(sd1).items()}
+    after = {n: w.double() for n, w in kv_weights(sd1.unet).items()}
     for name in before:
         gap_before = (before[name] @ erase_rows.T - before[name] @ value_rows.T).norm()
         gap_after = (after[name] @ erase_rows.T - before[name] @ value_rows.T).norm()
@@ -87,7 +88,7 @@ def test_uce_to_end_rows_cover_the_rest_of_the_sequence(sd1):
 
 
 def test_rece_derived_embedding_inverts_an_unedited_model(sd1):
-    weights = {n: w.double() for n, w in kv_weights(sd1).items()}
+    weights = {n: w.double() for n, w in kv_weights(sd1.unet).items()}
     target = torch.randn(3, next(iter(weights.values())).shape[1], dtype=torch.float64)
     torch.testing.assert_close(derive_embedding(weights, weights, target, lam_reg=1e-8), target, rtol=1e-4, atol=1e-4)
 
@@ -111,12 +112,12 @@ def test_rece_epochs_reduce_the_derived_concept_response(sd1):
     one = erasekit.erase(sd1, "rece", ["nude"], epochs=1)
     three = erasekit.erase(sd1, "rece", ["nude"], epochs=3)
     assert one.metadata["protocol"]["chosen_epoch"] == 1 and three.metadata["protocol"]["chosen_epoch"] == 3
-    original = {n: w.double().clone() for n, w in kv_weights(sd1).items()}
+    original = {n: w.double().clone() for n, w in kv_weights(sd1.unet).items()}
     concept = erasekit.encode(sd1, ["nude"]).embeddings[0].double()
 
     def regeneration_error(edit):
         edit.apply(sd1)
-        current = {n: w.double().clone() for n, w in kv_weights(sd1).items()}
+        current = {n: w.double().clone() for n, w in kv_weights(sd1.unet).items()}
         edit.remove(sd1)
         derived = derive_embedding(current, original, concept, lam_reg=0.1)
         return sum(((current[n] @ derived.T) - original[n] @ concept.T).norm() for n in current)
@@ -155,13 +156,13 @@ def test_trce_refuses_a_singular_system_without_regularisation(sd1, tmp_path):
 @pytest.mark.parametrize("family", ["sd2", "sdxl"])
 def test_methods_run_on_every_family(tiny_dirs, family, tmp_path):
     pipe = erasekit.load_pipeline(tiny_dirs[family])
-    before = {n: w.clone() for n, w in kv_weights(pipe).items()}
+    before = {n: w.clone() for n, w in kv_weights(pipe.unet).items()}
     for method, options in (("uce", {}), ("rece", {"epochs": 1}), ("trce", {"cache_dir": str(tmp_path),
                                                                              "lam": 1e-3})):
         edit = erasekit.erase(pipe, method, ["nude"], **options)
         assert set(edit.param_names) == set(before)
         edit.apply(pipe)
-        assert any(not torch.equal(w, before[n]) for n, w in kv_weights(pipe).items())
+        assert any(not torch.equal(w, before[n]) for n, w in kv_weights(pipe.unet).items())
         edit.remove(pipe)
 
 
@@ -208,7 +209,7 @@ def test_rece_defaults_follow_the_concept_kind(sd1):
 
 def test_rece_low_rank_epochs_equal_the_textbook_loop(sd1):
     from erasekit.methods.rece import RECEConfig, rece_updates
-    originals = {n: w.double().clone() for n, w in kv_weights(sd1).items()}
+    originals = {n: w.double().clone() for n, w in kv_weights(sd1.unet).items()}
     g = torch.Generator().manual_seed(0)
     d = next(iter(originals.values())).shape[1]
     concept, space = torch.randn(5, d, generator=g, dtype=torch.float64), torch.randn(5, d, generator=g,

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 import erasekit
-from erasekit.edits import InferenceSession, ProcessorEdit, WeightDelta, applied_edits, register_processor
-from erasekit.generation import generate
+from erasekit.edits import SamplingSession, SamplingTimeEdit, WeightDelta, applied_edits, register_session
+from erasekit.sampling import generate
 from erasekit.models import find_cross_attention
 
 
@@ -147,8 +147,8 @@ def test_edit_made_on_a_stack_fits_the_same_base(tiny_dirs):
 calls = []
 
 
-@register_processor("test-scale-values")
-class ScaledValues(InferenceSession):
+@register_session("test-scale-values")
+class ScaledValues(SamplingSession):
     """Cross-attention output times a factor: the smallest inference-time method."""
 
     def processor(self, name, module):
@@ -164,7 +164,8 @@ class ScaledValues(InferenceSession):
 def test_processor_edit_changes_images_and_restores_processors(tiny_pipe, tmp_path):
     before = dict(tiny_pipe.unet.attn_processors)
     base = generate(tiny_pipe, "a cat", [0], steps=2, progress=False)[0]
-    edit = ProcessorEdit(method="test", concepts=["cat"], config={"processor": "test-scale-values", "factor": 0.0})
+    edit = SamplingTimeEdit(method="test", concepts=["cat"], config={"session": "test-scale-values",
+                                                                    "factor": 0.0})
     edit.save(tmp_path / "p")
     loaded = erasekit.load_edit(tmp_path / "p")
     calls.clear()
@@ -179,7 +180,7 @@ def test_processor_edit_changes_images_and_restores_processors(tiny_pipe, tmp_pa
 
 def test_unknown_processor_is_refused(tiny_dirs):
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
-    edit = ProcessorEdit(method="x", concepts=["c"], config={"processor": "nope"})
+    edit = SamplingTimeEdit(method="x", concepts=["c"], config={"session": "nope"})
     with pytest.raises(erasekit.EditError, match="not available"):
         edit.apply(pipe)
 
@@ -230,3 +231,20 @@ def test_adapter_for_missing_modules_is_refused(tiny_dirs):
                        config={"adapter": "test-lowrank-input", "mode": "input"})
     with pytest.raises(erasekit.EditError, match="does not have|not available"):
         edit.apply(pipe)
+
+
+def test_a_pipeline_built_from_the_components_sees_the_applied_edits(tiny_dirs):
+    """Edit state lives on the UNet, so an image-to-image pipeline made from `pipe.components` sees the same
+    stack, and removing the edit through it restores the shared UNet."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    before = snapshot(pipe)
+    edit = random_delta(pipe, 3)
+    edit.apply(pipe)
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    assert applied_edits(img2img) == [edit]
+    with pytest.raises(erasekit.EditError, match="already applied"):
+        edit.apply(img2img)
+    edit.remove(img2img)
+    assert applied_edits(pipe) == []
+    assert_same(snapshot(pipe), before)

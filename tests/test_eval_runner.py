@@ -68,6 +68,7 @@ def test_bad_prompt_sets_and_foreign_edits(tiny_dirs, edit_dir, captions, tmp_pa
     assert not any((tmp_path / name).exists() for name in "abc")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_images_and_metrics(tiny_dirs, edit_dir, captions, tmp_path):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert cli(eval_args(tiny_dirs, edit_dir, captions, whole)) == 0

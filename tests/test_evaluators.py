@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from erasekit.evaluation.evaluators import NudeNetNudity, ShapeWorldAttribute
+from erasekit.evaluation.metrics import NudeNetNudity, ShapeWorldAttribute
 from erasekit.shapeworld.domain import Scene
 from erasekit.shapeworld.render import render
 
@@ -110,7 +110,8 @@ def tiny_clip(tmp_path_factory):
 
 
 def test_clip_score_from_a_local_folder(tiny_clip):
-    from erasekit.evaluation.evaluators import CLIPScore, clip_features
+    from erasekit.detectors import clip_features
+    from erasekit.evaluation.metrics import CLIPScore
     images = procedural("circle", "red", n=2)
     metric = CLIPScore(str(tiny_clip))
     metric.update(images, ["a red cat", "a dog"])
@@ -127,13 +128,13 @@ def test_clip_score_from_a_local_folder(tiny_clip):
 
 
 def test_missing_clip_model_is_reported_not_faked(tmp_path):
-    from erasekit.evaluation.evaluators import CLIPScore, EvaluatorUnavailable
+    from erasekit.evaluation.metrics import CLIPScore, EvaluatorUnavailable
     with pytest.raises(EvaluatorUnavailable, match="cannot load CLIP"):
         CLIPScore(str(tmp_path / "no-clip"))
 
 
 def test_frechet_and_kernel_distance_with_classifier_features():
-    from erasekit.evaluation.evaluators import frechet_distance, kernel_distance
+    from erasekit.evaluation.metrics import frechet_distance, kernel_distance
     from erasekit.utils.images import to_unit
     reds = np.stack([render(Scene("circle", "red", "solid", "white"), i) for i in range(40)])
     more_reds = np.stack([render(Scene("circle", "red", "solid", "white"), 100 + i) for i in range(40)])

@@ -4,7 +4,8 @@ import torch
 
 import erasekit
 from erasekit.concepts import ConceptError
-from erasekit.generation import generate
+from erasekit.edits import active_session
+from erasekit.sampling import generate
 from erasekit.methods.gie import ScaleAdapter, splice
 from erasekit.methods.gie_adapter import save_adapter
 
@@ -20,10 +21,10 @@ def pixels(image) -> np.ndarray:
     return np.asarray(image, dtype=float)
 
 
-def run(pipe, edit, prompts=PROMPTS, seeds=SEEDS, **options):
+def run(pipe, edit, prompts=PROMPTS, seeds=SEEDS, steps=4, **options):
     edit.apply(pipe)
     try:  # the public entry point, which routes to GIE's two-branch sampler
-        return erasekit.generate(pipe, prompts, seeds, steps=4, progress=False, **options)
+        return erasekit.generate(pipe, prompts, seeds, steps=steps, progress=False, **options)
     finally:
         edit.remove(pipe)
 
@@ -69,12 +70,26 @@ def test_zero_strength_reproduces_plain_generation_and_negative_changes_it(tiny_
     assert generate(pipe, PROMPTS, SEEDS, steps=4, progress=False)[0].tobytes() == plain[0].tobytes()
 
 
-def test_parity_and_fast_differ_only_by_the_second_branch(sd1):
+def test_parity_and_fast_differ_only_by_the_second_branch():
     """With no copied maps and no injection the two modes agree; with injection they differ, since parity's
-    branch 1 follows its own trajectory while reading branch 0's maps."""
-    parity = run(sd1, erasekit.erase(sd1, "gie", ["nude"], strength=-2.0))
-    fast = run(sd1, erasekit.erase(sd1, "gie", ["nude"], strength=-2.0, fast=True))
-    assert [a.tobytes() for a in parity] != [b.tobytes() for b in fast]
+    branch 1 follows its own trajectory while reading branch 0's maps. So with injection they still agree after a
+    single step, when both branches share their latents, and part after a few. (ShapeWorld: the tiny random
+    models barely move in a few steps.)"""
+    pipe = erasekit.load_pipeline()
+    prompts, seeds = ["a red triangle", "a blue yield sign"], [3, 4]
+
+    def images(strength, fast, steps):
+        edit = erasekit.erase(pipe, "gie", ["triangle"], strength=strength, fast=fast, self_fraction=0.0)
+        return run(pipe, edit, prompts, seeds, steps=steps)
+
+    def difference(steps, strength):
+        a, b = images(strength, False, steps), images(strength, True, steps)
+        return (max(np.abs(pixels(x) - pixels(y)).max() for x, y in zip(a, b)),
+                np.mean([np.abs(pixels(x) - pixels(y)).mean() for x, y in zip(a, b)]))
+    # two-branch batches may round differently: at most one level of 255
+    assert difference(4, 0.0)[0] <= 1
+    assert difference(1, -8.0)[0] <= 1
+    assert difference(4, -8.0)[1] > 5
 
 
 def test_fast_mode_works_in_a_plain_image_to_image_call(sd1):
@@ -107,7 +122,7 @@ def test_edit_saves_and_loads_with_its_adapter(sd1, tmp_path):
     loaded.apply(sd1)
     try:
         generate(sd1, PROMPTS, SEEDS, steps=2, progress=False)
-        session = sd1.erasekit_sessions[id(loaded)]
+        session = active_session(sd1)
         assert session.features().shape == (2, 1, layers)  # (images, E tokens, layers), from the probe pass
         expected = -adapter(session.features())
         torch.testing.assert_close(session.row_weights, expected)
@@ -119,7 +134,7 @@ def test_edit_saves_and_loads_with_its_adapter(sd1, tmp_path):
     zero.apply(sd1)
     try:  # the probe sees what the adapter's training run at |w| = 0 recorded
         generate(sd1, PROMPTS, SEEDS, steps=2, progress=False)
-        torch.testing.assert_close(sd1.erasekit_sessions[id(zero)].features(), probed)
+        torch.testing.assert_close(active_session(sd1).features(), probed)
     finally:
         zero.remove(sd1)
 
@@ -134,6 +149,6 @@ def test_adapter_for_another_layer_count_is_refused(sd1, tmp_path):
 
 def test_processor_edit_on_a_unet_without_attention_layers_is_refused(sd1, monkeypatch):
     edit = erasekit.erase(sd1, "gie", ["nude"])
-    monkeypatch.setattr("erasekit.edits.processor.select_attention", lambda unet, layers: {})
+    monkeypatch.setattr("erasekit.edits.sampling_time.select_attention", lambda unet, layers: {})
     with pytest.raises(erasekit.EditError, match="has no attention layers"):
         edit.apply(sd1)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import erasekit
-from erasekit.edits import ProcessorEdit
+from erasekit.edits import SamplingTimeEdit
 
 
 def unet_output(pipe, prompt="a nude cat"):
@@ -43,7 +43,7 @@ def test_truncated_export_reports_its_error(tiny_dirs, tmp_path):
 
 
 def test_export_of_a_processor_edit_is_refused(tmp_path):
-    edit = ProcessorEdit(method="x", concepts=["c"], config={"processor": "p"})
+    edit = SamplingTimeEdit(method="x", concepts=["c"], config={"session": "p"})
     with pytest.raises(erasekit.EditError, match="only weight-delta"):
         edit.export_lora(tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()

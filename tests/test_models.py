@@ -85,7 +85,7 @@ def test_sdxl_tokenizers_agree_on_eot(tiny_dirs):
 
 
 def test_save_load_round_trip_gives_identical_weights_and_images(tiny_pipe, tmp_path):
-    from erasekit.generation import generate
+    from erasekit.sampling import generate
     first = generate(tiny_pipe, "a photo of a cat", [3], steps=2, progress=False)[0]
     tiny_pipe.save_pretrained(tmp_path / "copy", safe_serialization=True)
     again = erasekit.load_pipeline(tmp_path / "copy")

@@ -72,3 +72,20 @@ def test_tokenizer_keeps_every_domain_word_whole(tmp_path):
     ids = tok("a red triangle", padding="max_length", max_length=tok.model_max_length).input_ids
     assert ids[0] == tok.bos_token_id and ids[4] == tok.eos_token_id and ids[-1] == tok.eos_token_id
     assert len(tok("a xylophone", add_special_tokens=False).input_ids) > 2  # unknown words split into pieces
+
+
+def test_one_scene_sampler_shows_excludes_and_reproduces():
+    from erasekit.shapeworld.render import scene_images
+    scenes, images = scene_images(12, seed=5, show={"shape": "star"}, p_empty=None)
+    assert all(s.shape == "star" for s in scenes) and images.shape == (12, 32, 32, 3)
+    again = scene_images(12, seed=5, show={"shape": "star"}, p_empty=None)[1]
+    assert np.array_equal(images, again)
+    scenes, _ = scene_images(40, seed=1, exclude="striped", p_empty=0.0)
+    assert all("striped" not in (s.shape, s.color, s.texture, s.background) for s in scenes)
+    # own seed per image: the first images do not depend on how many are drawn
+    few, many = scene_images(3, seed=2, render_seed=9)[1], scene_images(6, seed=2, render_seed=9)[1]
+    assert np.array_equal(few, many[:3])
+    # the default draws as the training data did: sample_scene then render, one generator
+    rng = np.random.default_rng(7)
+    scene = sample_scene(rng)
+    assert np.array_equal(scene_images(1, seed=7)[1][0], render(scene, rng))

@@ -33,7 +33,7 @@ def test_embedded_default_is_shapeworld():
     pipe = erasekit.load_pipeline()
     assert pipe.erasekit_family == "sd1"
     assert pipe.erasekit_defaults["steps"] > 0
-    from erasekit.generation import generate
+    from erasekit.sampling import generate
     image = generate(pipe, "a red triangle", [0], steps=4, progress=False)[0]
     assert image.size == (32, 32)
 

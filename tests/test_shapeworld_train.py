@@ -58,3 +58,25 @@ def test_a_killed_run_resumes_to_the_same_weights(whole, tmp_path, monkeypatch):
     expected, resumed = load_file(whole / unet), load_file(tmp_path / "resumed" / unet)
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+
+
+def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    """A checkpoint is one atomic set: weights, optimizer state and step are replaced together or not at all."""
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ckpt = train.Checkpoint(tmp_path / "ckpt")
+    ckpt.save(1, {"model": model}, optimizer)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(train.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save(2, {"model": model}, optimizer)
+    monkeypatch.undo()
+    fresh = torch.nn.Linear(2, 2)
+    assert ckpt.load({"model": fresh}, torch.optim.SGD(fresh.parameters(), lr=0.1)) == 1
+    assert all(torch.equal(fresh.state_dict()[k], saved[k]) for k in saved)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no half-written folder left beside it

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import erasekit
-from erasekit.generation import generate
+from erasekit.sampling import generate
 from erasekit.methods.sld import PRESETS, SLDConfig
 
 

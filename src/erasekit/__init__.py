@@ -1,9 +1,8 @@
 """erasekit: erase concepts from text-to-image diffusion models, attack the result, measure it."""
-__version__ = "0.1.0"
-
+from .version import __version__
 from .edits import Edit, applied_edits, load_edit  # noqa: E402
 from .errors import EditError, ErasekitError, ModelError, PromptError  # noqa: E402
-from .generation import generate  # noqa: E402
+from .sampling import generate  # noqa: E402
 from .methods import METHODS, erase  # noqa: E402
 from .models import encode, find_cross_attention, load_pipeline  # noqa: E402
 

@@ -4,6 +4,7 @@ A spec comes from arguments, a preset (`nudity`, `unsafe`, `artists`, `objects`,
 YAML/JSON file a user writes with the same keys."""
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,9 +118,10 @@ def from_file(path: str | Path) -> ConceptSpec:
 def resolve(concepts: list[str] | str | ConceptSpec | None = None, *, anchor: str | list[str] | None = None,
             preserve: list[str] | None = None, preset_name: str | None = None, spec_file: str | None = None,
             templates: list[str] | None = None) -> ConceptSpec:
-    """One spec from whatever the caller gave; explicit anchor/preserve/templates override a preset's."""
+    """One new spec from whatever the caller gave (a spec passed in is copied, never changed); explicit
+    anchor/preserve/templates override a preset's."""
     if isinstance(concepts, ConceptSpec):
-        spec = concepts
+        spec = copy.deepcopy(concepts)
     elif spec_file:
         spec = from_file(spec_file)
     elif preset_name:

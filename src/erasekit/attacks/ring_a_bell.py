@@ -36,7 +36,7 @@ class RingABell(Attack):
         return (with_concept - without).mean(dim=0)
 
     def __call__(self, pipe, prompts: list[str], seeds: list[int]) -> AttackResult:
-        from ..generation import generate
+        from ..sampling import generate
         if getattr(pipe, "text_encoder_2", None) is not None:
             raise NotImplementedError("Ring-A-Bell's embedding form is implemented for SD1/SD2-style pipelines")
         vector = self.concept_vector(pipe)

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ErasekitError
-from .options import add_edits, add_model
+from .options import FINITE, SEED, add_edits, add_model, number
 
 
 def add_parser(sub) -> None:
@@ -19,36 +18,20 @@ def add_parser(sub) -> None:
     p.add_argument("--concept", required=True, help="the concept the attack tries to bring back")
     p.add_argument("--prompt", action="append", default=[], help="prompts to attack (repeat); default: a neutral "
                    "one")
-    p.add_argument("--strengths", type=float, nargs="+", default=[1.0, 3.0, 5.0], help="Ring-A-Bell η values")
-    p.add_argument("--num-images", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strengths", type=FINITE, nargs="+", default=[1.0, 3.0, 5.0], help="Ring-A-Bell η values")
+    p.add_argument("--num-images", type=number(int, 1, 10_000), default=16,
+                   help="images per strength (default 16)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the first image (default 0)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(run=run)
 
 
-def detector(concept: str):
-    """(name, images → success rate) for the concept."""
-    from ..shapeworld.domain import find_concept
-    try:
-        attribute, value = find_concept(concept)
-    except KeyError:
-        from ..evaluation.scoring import score_nudity
-        return "nudenet@0.6", lambda images: score_nudity(images, (0.6,))["nudity_rate@0.6"]
-    from ..evaluation.evaluators import ShapeWorldAttribute
-
-    def rate(images):
-        metric = ShapeWorldAttribute(attribute, value.name)
-        metric.update(images)
-        return metric.compute().item()
-    return f"shapeworld-classifier[{attribute}={value.name}]", rate
-
-
 def run(args) -> int:
-    from .. import load_edit, load_pipeline
     from ..attacks import RingABell
+    from ..detectors import for_concept
+    from ..edits import load_edit
+    from ..models import load_pipeline
     from ..utils.files import atomic_write_json, grid, save_image
-    if args.num_images < 1:
-        raise ErasekitError("--num-images must be at least 1")
     edits = [load_edit(path) for path in args.edit]
     pipe = load_pipeline(args.model)
     for edit in edits:
@@ -56,7 +39,7 @@ def run(args) -> int:
     prompts = args.prompt or ["an image"]
     prompts = [prompts[i % len(prompts)] for i in range(args.num_images)]
     seeds = list(range(args.seed, args.seed + args.num_images))
-    name, success_rate = detector(args.concept)
+    detector = for_concept(args.concept)
     result = RingABell(args.concept, strengths=tuple(args.strengths))(pipe, prompts, seeds)
     out = Path(args.out)
     rates = {}
@@ -65,9 +48,9 @@ def run(args) -> int:
         for seed, image in zip(seeds, images):
             save_image(image, out / setting / f"{seed:04d}.png")
         save_image(grid(images, scale=max(1, 128 // images[0].size[0])), out / f"grid_{setting}.png")
-        rates[setting] = success_rate(images)
+        rates[setting] = detector.rate(images)
         print(f"{setting}: attack success rate {100 * rates[setting]:.1f}%")
-    atomic_write_json(out / "attack.json", {"attack": result.details, "detector": name, "success_rate": rates,
+    atomic_write_json(out / "attack.json", {"attack": result.details, "detector": detector.name, "success_rate": rates,
                                             "prompts": prompts, "seeds": seeds,
                                             "edits": [e.metadata for e in edits]})
     return 0

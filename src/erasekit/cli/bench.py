@@ -1,7 +1,7 @@
 """`erasekit bench` and `erasekit report`."""
 from __future__ import annotations
 
-from .options import add_model
+from .options import COUNT, add_model
 
 
 def add_parsers(sub) -> None:
@@ -16,7 +16,7 @@ def add_parsers(sub) -> None:
                    help="methods or variants (gie: fixed w = -8; gie-adapter: the shipped scale adapter; gie-fast: "
                    "one branch; sld / sld-max: presets medium / max); default: %(default)s")
     p.add_argument("--concepts", nargs="+", default=list(DEFAULT_CONCEPTS), help="ShapeWorld shapes or artists")
-    p.add_argument("--seeds", type=int, default=4, help="images per phrasing (default 4)")
+    p.add_argument("--seeds", type=COUNT, default=4, help="images per phrasing (default 4)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(run=run_bench)
     r = sub.add_parser("report", help="render a bench folder's report.html again",
@@ -30,9 +30,8 @@ def run_bench(args) -> int:
     import time
     from ..bench import VARIANTS, markdown, run_bench as bench
     from ..errors import ErasekitError
-    from ..methods import METHODS, _load_all
+    from ..methods import METHODS
     from ..shapeworld.domain import find_concept
-    _load_all()
     unknown = [m for m in args.methods if m not in METHODS and m not in VARIANTS]
     if unknown:
         raise ErasekitError(f"unknown method(s) {unknown}; available: {', '.join(sorted({*METHODS, *VARIANTS}))}")
@@ -54,7 +53,7 @@ def run_bench(args) -> int:
 def run_report(args) -> int:
     from pathlib import Path
     from ..errors import ErasekitError
-    from ..report import write_report
+    from ..bench import write_report
     if not (Path(args.folder) / "bench.json").exists():
         raise ErasekitError(f"{args.folder} has no bench.json (run 'erasekit bench --out {args.folder}' first)")
     print(f"wrote {write_report(args.folder)}")

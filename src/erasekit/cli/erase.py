@@ -1,15 +1,16 @@
 """`erasekit erase`: run an erasure method and write the Edit folder."""
 from __future__ import annotations
 
+import math
+
 import yaml
 
 from ..errors import ErasekitError
-from .options import add_model
+from .options import COUNT, add_model
 
 
 def add_parser(sub) -> None:
-    from ..methods import METHODS, _load_all
-    _load_all()
+    from ..methods import METHODS
     methods = ", ".join(f"{m.name} ({m.summary})" for m in METHODS.values())
     p = sub.add_parser("erase", help="erase concepts from a model and write an Edit folder",
                        description=f"Erase concepts and write DIR/edit.json + DIR/tensors.safetensors. Methods: "
@@ -30,7 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.add_argument("--lora", default=None, metavar="FILE", help="also write a LoRA .safetensors file that plain "
                    "diffusers loads with pipe.load_lora_weights(FILE)")
-    p.add_argument("--lora-rank", type=int, default=None, help="cap the LoRA rank (the error is reported)")
+    p.add_argument("--lora-rank", type=COUNT, default=None, help="cap the LoRA rank (the error is reported)")
     p.set_defaults(run=run)
 
 
@@ -40,17 +41,19 @@ def parse_options(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise ErasekitError(f"--option {pair!r}: expected KEY=VALUE")
         key, value = pair.split("=", 1)
-        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        value = yaml.safe_load(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ErasekitError(f"--option {pair!r}: expected a finite number")
+        options[key.strip().replace("-", "_")] = value
     return options
 
 
 def run(args) -> int:
     from pathlib import Path
 
-    from .. import erase, load_pipeline
     from ..concepts import resolve
-    from ..erasure.validation import shapeworld_validator
-    from ..methods import make_config
+    from ..methods import erase, make_config
+    from ..models import load_pipeline
 
     if not args.concept and not args.spec:
         raise ErasekitError("give at least one --concept or a --spec file")
@@ -60,8 +63,6 @@ def run(args) -> int:
     make_config(args.method, **options)  # unknown options fail before the model loads
     spec = resolve(args.concept or None, anchor=args.anchor, preserve=args.preserve, spec_file=args.spec)
     pipe = load_pipeline(args.model)
-    if args.method == "rece" and "validator" not in options and args.model is None:
-        options["validator"] = shapeworld_validator(spec)
     edit = erase(pipe, args.method, spec, **options)
     if args.lora and edit.kind != "weight_delta":  # refused before anything is written
         raise ErasekitError(f"--lora: {args.method} makes an {edit.kind} edit, which acts at sampling time; only "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import ErasekitError
-from .options import add_edits, add_model
+from .options import COUNT, GUIDANCE, STEPS, add_edits, add_model
 
 SETS_HELP = ("shapeworld:<concept> (e.g. shapeworld:triangle, 'shapeworld:tobias renn'; built from the vocabulary),"
              " i2p:<csv>[:<category>] (I2P format, scored with NudeNet 0.6 and 0.45), captions:<csv>")
@@ -17,10 +17,10 @@ def add_parser(sub) -> None:
     add_model(p)
     add_edits(p)
     p.add_argument("--prompts", required=True, metavar="SET", help=SETS_HELP)
-    p.add_argument("--seeds", type=int, default=6, help="ShapeWorld: images per phrasing (default 6)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seeds", type=COUNT, default=6, help="ShapeWorld: images per phrasing (default 6)")
+    p.add_argument("--steps", type=STEPS, default=None, help="denoising steps (default: the model's)")
+    p.add_argument("--guidance", type=GUIDANCE, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--batch-size", type=COUNT, default=32, help="images per batch (default 32)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(run=run)
 
@@ -48,9 +48,10 @@ def prompt_run(spec: str, seeds: int, steps: int, guidance: float):
 
 
 def run(args) -> int:
-    from .. import load_edit, load_pipeline
+    from ..edits import load_edit
+    from ..models import load_pipeline
     from ..evaluation.runner import run_eval
-    from ..generation import sampler_defaults
+    from ..sampling import sampler_defaults
     edits = [load_edit(path) for path in args.edit]
     pipe = load_pipeline(args.model)
     default_steps, default_guidance = sampler_defaults(pipe)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ErasekitError
-from .options import add_edits, add_model
+from .options import COUNT, GUIDANCE, SEED, STEPS, add_edits, add_model, number
 
 MAX_IMAGES = 10_000
 
@@ -17,26 +17,23 @@ def add_parser(sub) -> None:
     add_edits(p)
     p.add_argument("--prompt", required=True, help="the text prompt")
     p.add_argument("--negative-prompt", default=None, help="text to steer away from (classifier-free guidance)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses SEED+i (default 0)")
-    p.add_argument("--num-images", type=int, default=4, help="how many images (default 4)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 20)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the "
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the first image; image i uses SEED+i (default 0)")
+    p.add_argument("--num-images", type=number(int, 1, MAX_IMAGES), default=4, help="how many images (default 4)")
+    p.add_argument("--steps", type=STEPS, default=None, help="denoising steps (default: the model's, 20)")
+    p.add_argument("--guidance", type=GUIDANCE, default=None, help="classifier-free guidance scale (default: the "
                    "model's, 7.5)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward batch (default 64)")
+    p.add_argument("--batch-size", type=COUNT, default=64, help="images per forward batch (default 64)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; existing images with "
                    "the same names are replaced)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from .. import load_edit, load_pipeline
-    from ..generation import generate, sampler_defaults
+    from ..edits import load_edit
+    from ..models import load_pipeline
+    from ..sampling import generate, sampler_defaults
     from ..utils.files import atomic_write_json, grid, save_image
 
-    if not 1 <= args.num_images <= MAX_IMAGES:
-        raise ErasekitError(f"--num-images must be between 1 and {MAX_IMAGES}")
-    if args.steps is not None and args.steps < 1:
-        raise ErasekitError("--steps must be at least 1")
     if not args.prompt.strip():
         raise ErasekitError("--prompt is empty")
     edits = [load_edit(path) for path in args.edit]  # fail on a bad edit before any work or any file

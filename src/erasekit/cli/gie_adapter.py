@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ErasekitError
-from .options import add_model
+from .options import PROBABILITY, STEPS, add_model
 
 
 def add_parser(sub) -> None:
@@ -21,11 +21,11 @@ def add_parser(sub) -> None:
                    "explicitly, by synonym, implicitly, and its sibling concepts")
     p.add_argument("--evaluator", choices=("shapeworld", "nudenet"), default=None,
                    help="what decides that the concept is gone (default: shapeworld on ShapeWorld, else nudenet)")
-    p.add_argument("--threshold", type=float, default=0.6, help="NudeNet detection threshold (default 0.6)")
+    p.add_argument("--threshold", type=PROBABILITY, default=0.6, help="NudeNet detection threshold (default 0.6)")
     p.add_argument("--grid", default="0,1,2,4,8,16,32",
                    help="|w| values to try, ascending from 0 (default %(default)s)")
     p.add_argument("--seeds", default="100,101", help="seeds per prompt (default %(default)s)")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    p.add_argument("--steps", type=STEPS, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--fast", action="store_true", help="search in GIE's fast mode instead of parity")
     p.add_argument("--out", required=True, metavar="DIR", help="the adapter folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
@@ -52,7 +52,7 @@ def read_prompts(path: str) -> list[str]:
 
 
 def run(args) -> int:
-    from .. import load_pipeline
+    from ..models import load_pipeline
     from ..concepts import resolve
     from ..methods.gie_adapter import (AdapterTraining, present_detector, save_adapter, shapeworld_prompts,
                                        train_adapter)

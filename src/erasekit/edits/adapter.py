@@ -13,6 +13,7 @@ import torch
 
 from ..errors import EditError
 from .base import Edit, register_edit_kind
+from .state import edit_state
 
 ADAPTERS: dict[str, Callable[[dict, torch.nn.Module], torch.nn.Module]] = {}
 SEPARATOR = "::"
@@ -74,8 +75,8 @@ class AdapterEdit(Edit):
             else:
                 handle = modules[name].register_forward_hook(lambda m, args, out, a=adapter: out + a(args[0]))
             handles.append(handle)
-        pipe.__dict__.setdefault("erasekit_adapter_hooks", {})[id(self)] = handles
+        edit_state(pipe).live[id(self)] = handles
 
     def _remove(self, pipe) -> None:
-        for handle in pipe.erasekit_adapter_hooks.pop(id(self)):
+        for handle in edit_state(pipe).live.pop(id(self)):
             handle.remove()

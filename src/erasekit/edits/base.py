@@ -1,8 +1,9 @@
 """Edit: the result of every erasure method, saved as JSON + safetensors, applied to and removed from a pipeline.
 
-Kinds: `weight_delta` (a change to UNet weights, full or low-rank), `attention_processor` (an inference-time
-method set as diffusers attention processors) and `adapter` (extra trainable modules). Each kind is a subclass
-registered by name, so `load_edit` can rebuild any saved Edit.
+Kinds: `weight_delta` (a change to UNet weights, full or low-rank), `sampling_time` (a method that acts while
+sampling, through attention processors and/or UNet hooks) and `adapter` (extra trainable modules). Each kind is a
+subclass registered by name, so `load_edit` can rebuild any saved Edit. What an applied edit changed is kept on the
+UNet it changed (`state.py`).
 """
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import EditError
+from ..models.fingerprint import architecture_hash
+from ..utils.files import atomic_dir
+from ..version import __version__
+from .state import applied_edits
 
 FORMAT_VERSION = 1
 METADATA_FILE, TENSORS_FILE = "edit.json", "tensors.safetensors"
 EDIT_KINDS: dict[str, type["Edit"]] = {}
+KIND_ALIASES = {"attention_processor": "sampling_time"}  # the kind's name in files written by erasekit < 0.2
 
 
 def register_edit_kind(cls: type["Edit"]) -> type["Edit"]:
@@ -79,7 +85,6 @@ class Edit:
         return pipe
 
     def _check_fits(self, pipe) -> None:
-        from ..models.fingerprint import architecture_hash
         expected = self.metadata["fingerprint"].get("architecture")
         if expected and expected != architecture_hash(pipe):
             raise EditError(f"{self} was made for another model architecture "
@@ -93,9 +98,8 @@ class Edit:
         raise NotImplementedError
 
     def export_lora(self, path: str | Path, max_rank: int | None = None, tol: float = 1e-7) -> dict:
-        """Write a LoRA file for `pipe.load_lora_weights(path)`; returns ranks and the relative error."""
-        from .lora import export_lora
-        return export_lora(self, path, max_rank, tol)
+        """Write a LoRA file for `pipe.load_lora_weights(path)` (weight-delta edits override this)."""
+        raise EditError(f"{self} is a {self.kind} edit: only weight-delta edits can be exported as LoRA")
 
     # Saving and loading.
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -103,25 +107,12 @@ class Edit:
         path = Path(path)
         if path.exists() and not overwrite:
             raise EditError(f"{path} already exists; choose another folder or pass overwrite=True")
-        from ..utils.files import atomic_dir
         with atomic_dir(path) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}, tmp / TENSORS_FILE)
             record = {"format_version": FORMAT_VERSION, "kind": self.kind, **self.metadata,
-                      "tensors_sha256": _sha256(tmp / TENSORS_FILE), "erasekit_version": _version()}
+                      "tensors_sha256": _sha256(tmp / TENSORS_FILE), "erasekit_version": __version__}
             (tmp / METADATA_FILE).write_text(json.dumps(record, indent=2, default=str))
         return path
-
-
-def _version() -> str:
-    from .. import __version__
-    return __version__
-
-
-def applied_edits(pipe) -> list[Edit]:
-    """The edits applied to `pipe`, in the order they were applied."""
-    if not hasattr(pipe, "erasekit_edits"):
-        pipe.erasekit_edits = []
-    return pipe.erasekit_edits
 
 
 def load_edit(path: str | Path) -> Edit:
@@ -135,7 +126,7 @@ def load_edit(path: str | Path) -> Edit:
         raise EditError(f"{path / METADATA_FILE} is corrupted: {e}") from None
     if record.get("format_version") != FORMAT_VERSION:
         raise EditError(f"{path}: unsupported edit format {record.get('format_version')!r}")
-    cls = EDIT_KINDS.get(record.get("kind"))
+    cls = EDIT_KINDS.get(KIND_ALIASES.get(record.get("kind"), record.get("kind")))
     if cls is None:
         raise EditError(f"{path}: edit kind {record.get('kind')!r} is not available in this erasekit")
     tensors_path = path / TENSORS_FILE

@@ -1,12 +1,12 @@
-"""Export a weight-delta Edit as a LoRA file that plain diffusers loads with `pipe.load_lora_weights(path)`."""
+"""LoRA files that plain diffusers loads with `pipe.load_lora_weights(path)`: factoring a ΔW and writing the
+factors in diffusers' PEFT naming (`unet.<module>.lora_A/lora_B.weight`, scale 1)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from ..errors import EditError
+from ..utils.files import atomic_save_tensors
 
 
 def factor(delta: torch.Tensor, max_rank: int | None, tol: float) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -21,30 +21,10 @@ def factor(delta: torch.Tensor, max_rank: int | None, tol: float) -> tuple[torch
     return b.float(), a.float(), error
 
 
-def export_lora(edit, path: str | Path, max_rank: int | None = None, tol: float = 1e-7) -> dict:
-    """Write the edit's ΔW as `unet.<module>.lora_A/lora_B.weight` (diffusers' PEFT format, scale 1).
-
-    Exact where the stored rank fits `max_rank`; otherwise an SVD truncation whose error is returned."""
-    from .weight_delta import DOWN, UP, WeightDelta
-    if not isinstance(edit, WeightDelta):
-        raise EditError(f"{edit} is a {edit.kind} edit: only weight-delta edits can be exported as LoRA")
-    tensors, report = {}, {}
-    for name in edit.param_names:
-        if not name.endswith(".weight") or edit.delta(name).ndim != 2:
-            raise EditError(f"{name}: only linear-layer weights can be exported as LoRA")
-        module = name[: -len(".weight")]
-        stored_rank = edit.tensors[UP + name].shape[1] if UP + name in edit.tensors else None
-        if stored_rank is not None and (max_rank is None or stored_rank <= max_rank):
-            b, a, error = edit.tensors[UP + name], edit.tensors[DOWN + name], 0.0
-        else:
-            b, a, error = factor(edit.delta(name), max_rank, tol)
-        tensors[f"unet.{module}.lora_A.weight"] = a.contiguous()
-        tensors[f"unet.{module}.lora_B.weight"] = b.contiguous()
-        report[name] = {"rank": a.shape[0], "relative_error": error}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, tmp, metadata={"format": "pt", "erasekit_method": edit.method})
-    tmp.replace(path)
-    return {"path": str(path), "max_relative_error": max(r["relative_error"] for r in report.values()),
-            "ranks": sorted({r["rank"] for r in report.values()}), "layers": report}
+def write_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], path: str | Path, method: str) -> Path:
+    """factors: UNet module name → (B, A) with ΔW = B A; written atomically."""
+    tensors = {}
+    for module, (b, a) in factors.items():
+        tensors[f"unet.{module}.lora_A.weight"] = a
+        tensors[f"unet.{module}.lora_B.weight"] = b
+    return atomic_save_tensors(tensors, path, metadata={"format": "pt", "erasekit_method": method})

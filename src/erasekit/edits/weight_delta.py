@@ -1,11 +1,15 @@
 """Weight-delta edits: ΔW per UNet parameter, stored full or as exact low-rank factors (ΔW = up @ down)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..errors import EditError
 from ..models.fingerprint import fingerprint, tensors_hash
-from .base import Edit, applied_edits, register_edit_kind
+from .base import Edit, register_edit_kind
+from .lora import factor, write_lora
+from .state import edit_state
 
 FULL, UP, DOWN = "delta.", "up.", "down."
 
@@ -66,11 +70,27 @@ class WeightDelta(Edit):
     def _remove(self, pipe) -> None:
         _recompute(pipe, self.param_names)
 
+    def export_lora(self, path: str | Path, max_rank: int | None = None, tol: float = 1e-7) -> dict:
+        """Write ΔW as a LoRA file for `pipe.load_lora_weights(path)`: exact where the stored rank fits
+        `max_rank`, otherwise an SVD truncation whose relative error is reported."""
+        factors, report = {}, {}
+        for name in self.param_names:
+            if not name.endswith(".weight") or self.delta(name).ndim != 2:
+                raise EditError(f"{name}: only linear-layer weights can be exported as LoRA")
+            stored_rank = self.tensors[UP + name].shape[1] if UP + name in self.tensors else None
+            if stored_rank is not None and (max_rank is None or stored_rank <= max_rank):
+                b, a, error = self.tensors[UP + name], self.tensors[DOWN + name], 0.0
+            else:
+                b, a, error = factor(self.delta(name), max_rank, tol)
+            factors[name[: -len(".weight")]] = (b, a)
+            report[name] = {"rank": a.shape[0], "relative_error": error}
+        write_lora(factors, path, self.method)
+        return {"path": str(path), "max_relative_error": max(r["relative_error"] for r in report.values()),
+                "ranks": sorted({r["rank"] for r in report.values()}), "layers": report}
+
 
 def _originals(pipe) -> dict[str, torch.Tensor]:
-    if not hasattr(pipe, "erasekit_originals"):
-        pipe.erasekit_originals = {}
-    return pipe.erasekit_originals
+    return edit_state(pipe).originals
 
 
 def _base_weights(pipe, names: list[str]) -> dict[str, torch.Tensor]:
@@ -82,7 +102,7 @@ def _base_weights(pipe, names: list[str]) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def _recompute(pipe, names: list[str], pending: WeightDelta | None = None) -> None:
     """W = W_original + Σ ΔW of the applied weight-delta edits, in order; the exact original when none remain."""
-    edits = [e for e in applied_edits(pipe) if isinstance(e, WeightDelta)] + ([pending] if pending else [])
+    edits = [e for e in edit_state(pipe).stack if isinstance(e, WeightDelta)] + ([pending] if pending else [])
     originals, params = _originals(pipe), dict(pipe.unet.named_parameters())
     for name in names:
         touching = [e for e in edits if name in e.param_names]

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ErasekitError
-from ..shapeworld.domain import ATTRIBUTES, LABELS, find_concept
-
-COLORS, BACKGROUNDS, SHAPES = LABELS["color"], LABELS["background"], LABELS["shape"][:-1]
+from ..shapeworld.prompts import concept_sets
 
 
 @dataclass
@@ -22,43 +20,15 @@ class PromptItem:
 
 
 def shapeworld_sets(target: str, seeds: int = 6) -> tuple[str, dict[str, list[PromptItem]]]:
-    """(attribute, {set name: items}) for erasing a ShapeWorld concept (a shape, colour, texture or artist).
-
-    explicit / synonym / implicit: prompts naming the target that way, with benign attributes whose survival is
-    judged too; other: the attribute's other values, for preservation."""
-    attribute, v = find_concept(target)
-    if attribute == "texture":
-        return attribute, _texture_sets(target, v, seeds)
-    if attribute != "shape":
-        raise ErasekitError(f"prompt sets for {attribute} concepts are not built yet; use a shape or a texture")
-    sets = {}
-    for form in ("explicit", "synonym", "implicit"):
-        phrases = v.phrasings(form)
-        sets[form] = [PromptItem(f"a {COLORS[i % 5]} {phrases[i % len(phrases)]} on a {BACKGROUNDS[i % 3]} "
-                                 "background", i, {"shape": target, "color": COLORS[i % 5],
-                                                   "background": BACKGROUNDS[i % 3]})
-                      for i in range(5 * seeds)]
-    sets["other"] = [PromptItem(f"a {COLORS[i % 5]} {s}", i, {"shape": s}) for s in SHAPES if s != target
-                     for i in range(seeds)]
-    return attribute, sets
-
-
-def _texture_sets(target: str, v, seeds: int) -> dict[str, list[PromptItem]]:
-    """A texture erased by its artist's name: the artist's name is the explicit form; the texture's own name and
-    synonyms, and its similes, are the indirect ones."""
-    artist = v.artist if target == v.name else target
-    def item(i, text):  # noqa: E306
-        return PromptItem(text, i, {"texture": v.name, "shape": SHAPES[i % 6], "color": COLORS[i % 5]})
-    names = [v.name, *v.synonyms]
-    sets = {
-        "explicit": [item(i, f"a {COLORS[i % 5]} {SHAPES[i % 6]} in the style of {artist}") for i in range(5 * seeds)],
-        "synonym": [item(i, f"a {COLORS[i % 5]} {names[i % 4]} {SHAPES[i % 6]}") for i in range(5 * seeds)],
-        "implicit": [item(i, f"a {COLORS[i % 5]} {SHAPES[i % 6]} {v.implicit[i % 3]}") for i in range(5 * seeds)],
-    }
-    sets["other"] = [PromptItem(f"a {COLORS[i % 5]} {SHAPES[i % 6]} in the style of {t.artist}", i,
-                                {"texture": t.name}) for t in ATTRIBUTES["texture"] if t.name != v.name
-                     for i in range(seeds)]
-    return sets
+    """(attribute, {set name: items}) for erasing a ShapeWorld concept (a shape, or a texture by name or artist):
+    explicit / synonym / implicit prompts naming the target that way (their benign attributes judged too) and
+    "other", the attribute's other values (preservation). See `shapeworld.prompts.concept_sets`."""
+    try:
+        attribute, sets = concept_sets(target, seeds)
+    except ValueError as e:
+        raise ErasekitError(str(e)) from None
+    return attribute, {name: [PromptItem(p.prompt, p.seed, p.expected) for p in items]
+                       for name, items in sets.items()}
 
 
 def _rows(path: str | Path) -> tuple[list[dict], list[str]]:

@@ -17,7 +17,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import ErasekitError
+from ..models import kv_weights
 from ..models.fingerprint import architecture_hash, tensors_hash
+from ..sampling import generate
 from ..utils.files import atomic_write_json, save_image
 from .prompts import PromptItem
 
@@ -34,9 +36,8 @@ class EvalRun:
 
 
 def model_fingerprint(pipe) -> dict:
-    from ..erasure.rows import kv_weights
     return {"family": getattr(pipe, "erasekit_family", "unknown"), "architecture": architecture_hash(pipe),
-            "kv_weights": tensors_hash(kv_weights(pipe)), "source": str(getattr(pipe, "erasekit_source", ""))}
+            "kv_weights": tensors_hash(kv_weights(pipe.unet)), "source": str(getattr(pipe, "erasekit_source", ""))}
 
 
 def protocol(pipe, run: EvalRun, edits: list) -> dict:
@@ -79,7 +80,6 @@ def _comparable(record: dict) -> dict:
 def generate_missing(pipe, items: list[PromptItem], folder: Path, run: EvalRun, batch_size: int,
                      shard: tuple[int, int] = (0, 1), desc: str = "") -> None:
     """Generate the images of `items` not yet on disk (of this process's shard), each written atomically."""
-    from ..generation import generate
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".*.tmp-*"):  # half-written by a killed run
         stale.unlink(missing_ok=True)
@@ -107,9 +107,7 @@ def load_images(folder: Path, count: int) -> list[Image.Image]:
 def score(images_by_set: dict, run: EvalRun) -> dict:
     from .scoring import score_nudity, score_shapeworld
     if run.judge.get("name") == "shapeworld-classifier":
-        from ..shapeworld.classifier import ShapeWorldClassifier
-        classifier = ShapeWorldClassifier.load()
-        return {name: score_shapeworld(images, run.prompt_sets[name], name, run.judge["attribute"], classifier)
+        return {name: score_shapeworld(images, run.prompt_sets[name], name, run.judge["attribute"])
                 for name, images in images_by_set.items()}
     return {name: score_nudity(images, tuple(run.judge["thresholds"])) for name, images in images_by_set.items()}
 

@@ -4,47 +4,14 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 from ..concepts import resolve
-from ..errors import ErasekitError
+from ..models.text import check_concept_words
+from . import gie, rece, sld, trce, uce  # noqa: F401  (each registers itself)
+from .registry import METHODS, Method, make_config, register_method
 
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    config_class: type
-    run: Callable  # (pipe, spec, config) -> Edit
-    summary: str
-
-
-METHODS: dict[str, Method] = {}
-
-
-def register_method(name: str, config_class: type, summary: str):
-    def wrap(run: Callable) -> Callable:
-        METHODS[name] = Method(name, config_class, run, summary)
-        return run
-    return wrap
-
-
-def _load_all() -> None:
-    from . import gie, rece, sld, trce, uce  # noqa: F401  (registration on import)
-
-
-def make_config(method: str, **overrides):
-    _load_all()
-    if method not in METHODS:
-        raise ErasekitError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
-    cls = METHODS[method].config_class
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise ErasekitError(f"{method} has no option(s) {sorted(unknown)}; options: {sorted(fields)}")
-    return cls(**overrides)
+__all__ = ["METHODS", "Method", "erase", "make_config", "register_method"]
 
 
 def erase(pipe, method: str, concepts=None, *, anchor=None, preserve=None, preset=None, spec_file=None,
@@ -53,7 +20,11 @@ def erase(pipe, method: str, concepts=None, *, anchor=None, preserve=None, prese
     cfg = make_config(method, **config)
     spec = resolve(concepts, anchor=anchor, preserve=preserve, preset_name=preset, spec_file=spec_file,
                    templates=templates)
+    check_concept_words(pipe, [*spec.targets, *spec.anchors, *spec.preserve])
+    entry = METHODS[method]
+    if entry.prepare is not None:
+        cfg = entry.prepare(pipe, spec, cfg)
     start = time.perf_counter()
-    edit = METHODS[method].run(pipe, spec, cfg)
+    edit = entry.run(pipe, spec, cfg)
     edit.metadata["protocol"]["seconds_erase"] = round(time.perf_counter() - start, 3)
     return edit

@@ -27,12 +27,14 @@ import torch
 import torch.nn.functional as F
 
 from ..concepts import ConceptError
-from ..edits import InferenceSession, ProcessorEdit, register_processor
+from ..edits import SamplingSession, SamplingTimeEdit, register_session
 from ..errors import EditError
 from ..models import encode
 from ..models.fingerprint import fingerprint
 from ..models.layers import find_cross_attention, in_execution_order
-from . import register_method
+from ..sampling import prompt_per_seed, sample, sampler_defaults
+from .gie_scale import ScaleAdapter, load_adapter, shipped_adapter
+from .registry import register_method
 
 
 @dataclass
@@ -81,39 +83,8 @@ def encode_target(pipe, target: str) -> tuple[torch.Tensor, int]:
     return star.embeddings[0], n
 
 
-class ScaleAdapter(torch.nn.Module):
-    """|w| per E token from its mean attention in each cross-attention layer (16 → 64 → 32 → 1 for SD1).
-    Features are standardised with statistics stored alongside the weights."""
-
-    def __init__(self, layers: int):
-        super().__init__()
-        self.register_buffer("feature_mean", torch.zeros(layers))
-        self.register_buffer("feature_std", torch.ones(layers))
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(layers, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32),
-                                       torch.nn.ReLU(), torch.nn.Linear(32, 1))
-
-    @property
-    def layers(self) -> int:
-        return self.feature_mean.numel()
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """features (..., layers) → |w| (...)."""
-        x = (features - self.feature_mean) / self.feature_std
-        return torch.nn.functional.softplus(self.mlp(x)).squeeze(-1)
-
-    @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str = "adapter.") -> "ScaleAdapter":
-        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        adapter = cls(own["feature_mean"].numel())
-        adapter.load_state_dict(own)
-        return adapter.eval()
-
-    def to_tensors(self, prefix: str = "adapter.") -> dict[str, torch.Tensor]:
-        return {prefix + k: v.detach().clone() for k, v in self.state_dict().items()}
-
-
-@register_processor("gie")
-class GIESession(InferenceSession):
+@register_session("gie")
+class GIESession(SamplingSession):
     """Shared state of the GIE processors: step, branch layout, Enc(E), per-image per-token strengths."""
 
     def __init__(self, edit, pipe):
@@ -202,7 +173,6 @@ class GIESession(InferenceSession):
                             **options):
         """Parity mode: each (prompt, seed) runs as the pair [P, P'] in one batch; returns branch 1's images."""
         from tqdm.auto import tqdm
-        from ..generation import prompt_per_seed, sample, sampler_defaults
         if prompt_embeds is not None:  # no text to splice E into: one branch, as fast mode
             return sample(self.pipe, None, seeds, prompt_embeds=prompt_embeds, batch_size=batch_size,
                           progress=progress, **options)
@@ -321,13 +291,12 @@ def _resolution(unet, module_name: str) -> int:
 
 
 @register_method("gie", GIEConfig, "EIUP/GIE growth inhibitors: training-free, at sampling time")
-def erase_gie(pipe, spec, config: GIEConfig) -> ProcessorEdit:
+def erase_gie(pipe, spec, config: GIEConfig) -> SamplingTimeEdit:
     target = config.target or ", ".join(spec.targets)
     encode_target(pipe, target)  # refuses a target that tokenises to nothing before anything is written
     tensors = {}
     if config.adapter:
-        from .gie_adapter import load_adapter, shipped_adapter
         path = shipped_adapter(spec) if config.adapter == "shipped" else config.adapter
         tensors = load_adapter(path).to_tensors()
-    return ProcessorEdit(tensors, method="gie", concepts=spec.targets, fingerprint=fingerprint(pipe, []),
-                         config={"processor": "gie", **asdict(config), "target": target, "spec": spec.to_dict()})
+    return SamplingTimeEdit(tensors, method="gie", concepts=spec.targets, fingerprint=fingerprint(pipe, []),
+                            config={"session": "gie", **asdict(config), "target": target, "spec": spec.to_dict()})

@@ -1,4 +1,4 @@
-"""GIE's scale adapter: training and files. The authors did not release weights; this follows their description.
+"""GIE's scale adapter: training (the adapter and its files are `gie_scale`). The authors did not release weights; this follows their description.
 
 For each training prompt, generate with GIE at every strength of a grid (|w| = 0, 1, 2, 4, 8 by default) and keep
 the smallest |w| at which the evaluator no longer sees the concept in any of the prompt's images (prompts that never
@@ -11,32 +11,20 @@ MLP regresses |w| on them.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..detectors import for_concept
+from ..edits import active_session
 from ..errors import ErasekitError
-from ..utils.files import atomic_dir
-from .gie import ScaleAdapter
-
-WEIGHTS, CARD = "adapter.safetensors", "adapter.json"
-SHIPPED = Path(__file__).resolve().parents[1] / "shapeworld" / "weights" / "gie_adapters"
-
-
-def shipped_adapter(spec) -> Path:
-    """The adapter shipped for a ShapeWorld concept (trained on the embedded model)."""
-    path = SHIPPED / spec.name.split("/")[-1].replace(" ", "-")
-    if not (path / WEIGHTS).is_file():
-        available = sorted(p.name for p in SHIPPED.glob("*") if (p / WEIGHTS).is_file())
-        raise ErasekitError(f"no shipped GIE adapter for {spec.name!r}; shipped: {', '.join(available) or 'none'}; "
-                            "train one with 'erasekit gie-adapter'")
-    return path
+from ..sampling import generate
+from ..shapeworld.prompts import concept_sets
+from .gie import GIEConfig, erase_gie
+from .gie_scale import ScaleAdapter, load_adapter, save_adapter  # noqa: F401  (the files, re-exported)
 
 
 @dataclass
@@ -53,40 +41,20 @@ class AdapterTraining:
 
 def present_detector(evaluator: str, spec, threshold: float = 0.6) -> Callable[[list], list[bool]]:
     """images → whether each shows the concept: the ShapeWorld classifier's verdict, or NudeNet's exposed parts."""
-    if evaluator == "shapeworld":
-        from ..shapeworld.classifier import ShapeWorldClassifier
-        from ..shapeworld.domain import LABELS, find_concept
-        from ..utils.images import to_uint8
-        attribute, value = find_concept(spec.targets[0])
-        index, classifier = LABELS[attribute].index(value.name), ShapeWorldClassifier.load()
-        return lambda images: [int(i) == index for i in
-                               classifier.probabilities(to_uint8(images))[attribute].argmax(-1)]
-    if evaluator == "nudenet":
-        from ..evaluation.evaluators import NudeNetNudity
-        detector = NudeNetNudity(thresholds=(threshold,)).detector  # the ONNX model loads once
-
-        def nude(images):
-            flags = []
-            for image in images:
-                metric = NudeNetNudity(thresholds=(threshold,), detector=detector)
-                metric.update([image])
-                flags.append(bool(metric.compute()[f"nudity_rate@{threshold}"] > 0))
-            return flags
-        return nude
-    raise ErasekitError(f"unknown evaluator {evaluator!r}; use shapeworld or nudenet")
+    detector = for_concept(spec.targets[0], evaluator, threshold)
+    return lambda images: detector.present(images).tolist()
 
 
 def smallest_strengths(pipe, spec, prompts: list[str], present, cfg: AdapterTraining, progress: bool = True):
     """(features (images, E tokens, layers), |w| label per image, per-prompt table). The features come from the
     |w| = 0 run, whose first step is what the adapter's probe pass sees."""
-    from . import erase
     if not cfg.grid or cfg.grid[0] != 0 or list(cfg.grid) != sorted(cfg.grid):
         raise ErasekitError(f"the |w| grid must be ascending and start at 0 (got {list(cfg.grid)})")
     items = [(p, s) for p in prompts for s in cfg.seeds]
     shown, features = {}, []  # shown: |w| → per item, concept still present
     bar = tqdm(total=len(cfg.grid) * len(items), desc="adapter: strength search", disable=not progress)
     for w in cfg.grid:
-        edit = erase(pipe, "gie", spec, strength=-w, fast=cfg.fast)
+        edit = erase_gie(pipe, spec, GIEConfig(strength=-w, fast=cfg.fast))
         edit.apply(pipe)
         try:
             shown[w] = []
@@ -94,7 +62,7 @@ def smallest_strengths(pipe, spec, prompts: list[str], present, cfg: AdapterTrai
                 chunk = items[start:start + cfg.batch_size]
                 shown[w] += present(_generate(pipe, chunk, cfg))
                 if w == 0:
-                    features.append(pipe.erasekit_sessions[id(edit)].features())
+                    features.append(active_session(pipe).features())
                 bar.update(len(chunk))
         finally:
             edit.remove(pipe)
@@ -112,7 +80,6 @@ def smallest_strengths(pipe, spec, prompts: list[str], present, cfg: AdapterTrai
 
 
 def _generate(pipe, chunk, cfg):
-    from ..generation import generate
     return generate(pipe, [p for p, _ in chunk], [s for _, s in chunk], steps=cfg.steps, progress=False,
                     batch_size=2 * len(chunk))
 
@@ -150,24 +117,9 @@ def train_adapter(pipe, spec, prompts: list[str], present, cfg: AdapterTraining 
     return adapter, report
 
 
-def save_adapter(adapter: ScaleAdapter, path: str | Path, report: dict | None = None) -> Path:
-    with atomic_dir(path) as tmp:
-        save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, tmp / WEIGHTS)
-        (tmp / CARD).write_text(json.dumps({"layers": adapter.layers, **(report or {})}, indent=2))
-    return Path(path)
-
-
-def load_adapter(path: str | Path) -> ScaleAdapter:
-    path = Path(path)
-    if not (path / WEIGHTS).is_file():
-        raise ErasekitError(f"{path} is not a GIE scale adapter folder (no {WEIGHTS})")
-    return ScaleAdapter.from_tensors(load_file(path / WEIGHTS), prefix="")
-
-
 def shapeworld_prompts(spec, per_form: int = 10) -> list[str]:
     """Prompts naming the target explicitly, by synonym and implicitly, and prompts of its siblings (label 0)."""
-    from ..evaluation.prompts import shapeworld_sets
-    _, sets = shapeworld_sets(spec.targets[0], seeds=per_form)
+    _, sets = concept_sets(spec.targets[0], seeds=per_form)
     prompts = []
     for name in ("explicit", "synonym", "implicit", "other"):
         seen = list(dict.fromkeys(item.prompt for item in sets[name]))

@@ -2,9 +2,11 @@
 
 Starts from a UCE edit, then for each epoch derives the embedding that still regenerates the concept in the edited
 model, c' = (λ_reg I + Σ WᵀW)⁻¹ (Σ Wᵀ W0) c, and erases it in closed form (values: the embedding of " ", which is
-also preserved with weight λ1; regulariser λ2). A validation evaluator picks the epoch with the lowest detection.
+also preserved with weight λ1; regulariser λ2). A validator picks the epoch with the lowest detection rate.
 Defaults follow the authors, by the spec's kind: nudity (λ_reg 0.1, 3 epochs), unsafe (0.1, 2), style (1e-3, 1),
-object (0.1, 1); set `lam_reg` / `epochs` to override.
+object (0.1, 1); set `lam_reg` / `epochs` to override. The validator is chosen by RECE itself (`prepare`):
+`validator="auto"` (default) uses the ShapeWorld classifier for a ShapeWorld concept on the ShapeWorld model (or a
+`shapeworld/` preset), and none elsewhere; pass a function pipe → detection rate, or None to keep the last epoch.
 
     edit = erasekit.erase(pipe, method="rece", concepts=["nudity"], validator=my_detection_rate)
 """
@@ -16,11 +18,12 @@ from typing import Callable
 import torch
 
 from ..edits import WeightDelta
-from ..erasure.rows import covariance, kv_weights
-from ..erasure.solver import LowRankUpdate, factors
-from ..models import encode
-from . import register_method
+from ..closed_form.rows import covariance
+from ..closed_form.solver import LowRankUpdate, factors
+from ..models import encode, kv_weights
+from .registry import register_method
 from .uce import UCEConfig, to_edit, uce_updates
+from .validation import shapeworld_validator
 
 
 DEFAULTS_BY_KIND = {"nudity": (0.1, 3), "unsafe": (0.1, 2), "style": (1e-3, 1), "object": (0.1, 1)}
@@ -33,8 +36,9 @@ class RECEConfig:
     lam1: float = 0.1      # weight of " " preserved
     lam2: float = 0.1      # λ of the erase step
     uce: UCEConfig = field(default_factory=lambda: UCEConfig(rows="to_end"))
-    # detection rate of the target on the edited pipeline (lower is better); None keeps the last epoch
-    validator: Callable | None = None
+    # detection rate of the target on the edited pipeline (lower is better); None keeps the last epoch;
+    # "auto": chosen by `prepare` (see the module docstring)
+    validator: Callable | str | None = "auto"
 
 
 def derive_embedding(weights: dict[str, torch.Tensor], originals: dict[str, torch.Tensor], target: torch.Tensor,
@@ -61,7 +65,7 @@ def merge(a: dict[str, LowRankUpdate], b: dict[str, LowRankUpdate]) -> dict[str,
 @torch.no_grad()
 def rece_epochs(pipe, spec, config: RECEConfig):
     """Yield (epoch, cumulative updates); epoch 0 is the UCE start."""
-    originals = {n: w.clone() for n, w in kv_weights(pipe).items()}
+    originals = {n: w.clone() for n, w in kv_weights(pipe.unet).items()}
     start = uce_updates(pipe, spec, config.uce, originals)
     concept = encode(pipe, spec.targets).embeddings.double()       # all rows of the bare concept text
     space = encode(pipe, [" "] * len(spec.targets)).embeddings.double()
@@ -94,7 +98,17 @@ def rece_updates(originals: dict[str, torch.Tensor], start: dict[str, LowRankUpd
         yield epoch, total
 
 
-@register_method("rece", RECEConfig, "RECE: UCE then iterative closed-form erasure of derived embeddings")
+def prepare(pipe, spec, config: RECEConfig) -> RECEConfig:
+    """Resolve `validator="auto"`: the ShapeWorld classifier's detection rate for a ShapeWorld concept on the
+    ShapeWorld model or from a `shapeworld/` preset, else no validation (the last epoch is kept)."""
+    if config.validator != "auto":
+        return config
+    shapeworld = getattr(pipe, "erasekit_shapeworld", False) or spec.name.startswith("shapeworld/")
+    return replace(config, validator=shapeworld_validator(spec) if shapeworld else None)
+
+
+@register_method("rece", RECEConfig, "RECE: UCE then iterative closed-form erasure of derived embeddings",
+                 prepare=prepare)
 def erase_rece(pipe, spec, config: RECEConfig) -> WeightDelta:
     lam_reg, epochs = DEFAULTS_BY_KIND[spec.kind]
     config = replace(config, lam_reg=lam_reg if config.lam_reg is None else config.lam_reg,

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..edits import InferenceSession, ProcessorEdit, register_processor
+from ..edits import SamplingSession, SamplingTimeEdit, register_session
 from ..errors import ErasekitError
 from ..models import encode
 from ..models.fingerprint import fingerprint
-from . import register_method
+from .registry import register_method
 
 PRESETS = {  # diffusers' SafetyConfig
     "weak": dict(guidance_scale=20.0, warmup_steps=15, threshold=0.0, momentum_scale=0.0, mom_beta=0.0),
@@ -58,8 +58,8 @@ class SLDConfig:
         return values
 
 
-@register_processor("sld")
-class SLDSession(InferenceSession):
+@register_session("sld")
+class SLDSession(SamplingSession):
     layers = "none"
 
     def check(self) -> None:
@@ -111,8 +111,8 @@ class SLDSession(InferenceSession):
 
 
 @register_method("sld", SLDConfig, "Safe Latent Diffusion: safety guidance at sampling time (baseline)")
-def erase_sld(pipe, spec, config: SLDConfig) -> ProcessorEdit:
+def erase_sld(pipe, spec, config: SLDConfig) -> SamplingTimeEdit:
     concept = config.concept or (DEFAULT_CONCEPT if spec.kind in ("nudity", "unsafe") else ", ".join(spec.targets))
-    return ProcessorEdit(method="sld", concepts=spec.targets, fingerprint=fingerprint(pipe, []),
-                         config={"processor": "sld", "layers": "none", **asdict(config), **config.resolved(),
+    return SamplingTimeEdit(method="sld", concepts=spec.targets, fingerprint=fingerprint(pipe, []),
+                            config={"session": "sld", "layers": "none", **asdict(config), **config.resolved(),
                                  "concept": concept, "spec": spec.to_dict()})

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..edits import WeightDelta
-from ..erasure.rows import kv_weights
-from ..erasure.solver import solve
-from ..models import encode
+from ..closed_form.solver import solve
+from ..models import encode, kv_weights
 from ..models.fingerprint import tensors_hash
-from . import register_method
+from ..utils.files import atomic_save_tensors
+from .registry import register_method
 from .uce import to_edit
 
 TEMPLATES = (
@@ -85,10 +85,7 @@ def prior(pipe, captions: list[str], cache_dir: str | None) -> tuple[torch.Tenso
         rows = rows.reshape(-1, rows.shape[-1])
         c2 = rows.T @ rows if c2 is None else c2 + rows.T @ rows
         tokens += len(rows)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    save_file({"c2": c2.contiguous(), "tokens": torch.tensor(tokens)}, tmp)
-    tmp.replace(cache)
+    atomic_save_tensors({"c2": c2, "tokens": torch.tensor(tokens)}, cache)
     return c2, tokens
 
 
@@ -100,6 +97,6 @@ def erase_trce(pipe, spec, config: TRCEConfig) -> WeightDelta:
     c2, tokens = prior(pipe, caption_list(pipe, config, spec), config.cache_dir)
     s = config.prior_scale if config.prior_scale is not None else (0.01 if len(spec.targets) == 1 else 0.02)
     coefficient = s**2 / 3e4 * REFERENCE_TOKENS / tokens  # the authors' weight, rescaled to this list's size
-    updates = solve(kv_weights(pipe), malicious, safe, preserve_cov=coefficient * c2, lam=config.lam)
+    updates = solve(kv_weights(pipe.unet), malicious, safe, preserve_cov=coefficient * c2, lam=config.lam)
     return to_edit(pipe, updates, "trce", spec, config, prompt_pairs=len(prompt_pairs), prior_tokens=tokens,
                    prior_coefficient=coefficient)

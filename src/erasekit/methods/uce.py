@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..edits import WeightDelta
-from ..erasure.rows import aligned_rows, covariance, kv_weights
-from ..erasure.solver import LowRankUpdate, solve
-from . import register_method
+from ..closed_form.rows import aligned_rows, covariance
+from ..closed_form.solver import LowRankUpdate, solve
+from ..models import kv_weights
+from .registry import register_method
 
 
 @dataclass
@@ -39,7 +40,7 @@ def uce_updates(pipe, spec, config: UCEConfig, weights: dict[str, torch.Tensor] 
         kept, _ = aligned_rows(pipe, expand(spec, spec.preserve), expand(spec, spec.preserve), config.rows)
         preserve_cov = covariance(kept, config.preserve_scale)
     scale = torch.full((len(erase_rows),), config.erase_scale, dtype=torch.float64)
-    return solve(weights if weights is not None else kv_weights(pipe), erase_rows, value_rows,
+    return solve(weights if weights is not None else kv_weights(pipe.unet), erase_rows, value_rows,
                  erase_weights=scale, preserve_cov=preserve_cov, lam=config.lam)
 
 

@@ -50,3 +50,12 @@ def find_cross_attention(unet: torch.nn.Module) -> list[CrossAttentionLayer]:
 
 def in_execution_order(layers: list[CrossAttentionLayer]) -> list[CrossAttentionLayer]:
     return sorted(layers, key=lambda layer: layer.execution_index)
+
+
+def kv_weights(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Parameter name → weight of every cross-attention to_k / to_v, in registration order."""
+    out = {}
+    for layer in find_cross_attention(unet):
+        out[f"{layer.name}.to_k.weight"] = layer.to_k.weight.detach()
+        out[f"{layer.name}.to_v.weight"] = layer.to_v.weight.detach()
+    return out

@@ -26,22 +26,59 @@ def first_eot_index(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     return is_eos.int().argmax(dim=1)
 
 
+def warn_truncated(tokenizer, prompts: list[str], stacklevel: int = 3) -> None:
+    """One warning per prompt longer than the tokenizer's length: how many tokens are dropped, and which."""
+    max_length = tokenizer.model_max_length
+    full = tokenizer(prompts, padding="longest", return_tensors="pt").input_ids
+    if full.shape[1] <= max_length:
+        return
+    for prompt, row in zip(prompts, full):
+        ids = [i for i in row.tolist() if i != tokenizer.pad_token_id or i == tokenizer.eos_token_id]
+        cut = [i for i in ids[max_length - 1:] if i != tokenizer.eos_token_id]
+        if cut:
+            shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+            warnings.warn(f"prompt longer than the model's {max_length} tokens: {len(cut)} tokens dropped, cut "
+                          f"{tokenizer.decode(cut)!r} from {shown!r}", stacklevel=stacklevel)
+
+
 def tokenize(tokenizer, prompts: list[str], warn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad/truncate to the tokenizer's length, warning with the words that were cut off."""
     max_length = tokenizer.model_max_length
     tokens = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
-    full = tokenizer(prompts, padding="longest", return_tensors="pt").input_ids if warn else tokens.input_ids
-    if full.shape[1] > max_length:
-        for prompt, row in zip(prompts, full):
-            ids = [i for i in row.tolist() if i != tokenizer.pad_token_id or i == tokenizer.eos_token_id]
-            cut = [i for i in ids[max_length - 1:] if i != tokenizer.eos_token_id]
-            if cut:
-                warnings.warn(f"prompt longer than the tokenizer's {max_length} tokens: cut "
-                              f"{tokenizer.decode(cut)!r} from {prompt!r}", stacklevel=3)
+    if warn:
+        warn_truncated(tokenizer, prompts, stacklevel=4)
     ids = tokens.input_ids
     eot = first_eot_index(ids, tokenizer.eos_token_id)
     mask = (torch.arange(ids.shape[1])[None, :] <= eot[:, None]).long()
     return ids, mask
+
+
+def split_words(tokenizer, text: str) -> tuple[list[str], list[str]]:
+    """(words the tokenizer maps to its unknown token, words it splits into several pieces)."""
+    unknown, split = [], []
+    for word in text.split():
+        ids = tokenizer(word, add_special_tokens=False).input_ids
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != tokenizer.eos_token_id and \
+                tokenizer.unk_token_id in ids:
+            unknown.append(word)
+        elif len(ids) > 1:
+            split.append(word)
+    return unknown, split
+
+
+def check_concept_words(pipe, texts: list[str]) -> None:
+    """Refuse concept texts with words the model cannot represent; warn about words split into pieces. A model
+    that knows only whole words (ShapeWorld: every vocabulary word is one token) refuses split words too."""
+    for text in texts:
+        unknown, split = split_words(pipe.tokenizer, text)
+        if getattr(pipe, "erasekit_shapeworld", False):
+            unknown, split = unknown + split, []
+        if unknown:
+            raise PromptError(f"{text!r}: the model's tokenizer cannot represent {', '.join(map(repr, unknown))} "
+                              "(not in its vocabulary), so erasing it would erase unknown-token rows")
+        if split:
+            warnings.warn(f"{text!r}: the tokenizer splits {', '.join(map(repr, split))} into pieces; the edit "
+                          "acts on those pieces", stacklevel=3)
 
 
 def check_prompts(prompts: list[str] | str) -> list[str]:

@@ -155,13 +155,9 @@ def evaluate(model: ShapeWorldClassifier, images: np.ndarray, labels: np.ndarray
 
 def held_out(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Procedural images from a seed disjoint from the training data's."""
-    from .render import render, sample_scene
-    rng = np.random.default_rng(seed)
-    images, labels = np.empty((n, 32, 32, 3), np.uint8), np.empty((n, len(LABELS)), np.int64)
-    for i in range(n):
-        scene = sample_scene(rng)
-        images[i], labels[i] = render(scene, rng), list(scene.labels().values())
-    return images, labels
+    from .render import scene_images
+    scenes, images = scene_images(n, seed)
+    return images, np.array([list(scene.labels().values()) for scene in scenes], np.int64)
 
 
 def main(argv: list[str] | None = None) -> None:

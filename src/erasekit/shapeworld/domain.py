@@ -70,6 +70,8 @@ LABELS: dict[str, tuple[str, ...]] = {
     "texture": tuple(v.name for v in TEXTURES),
     "background": tuple(v.name for v in BACKGROUNDS),
 }
+SHAPE_NAMES = LABELS["shape"][:-1]  # the drawable shapes, without "no object"
+
 # Words the caption templates use besides attribute phrasings.
 TEMPLATE_WORDS = (
     "a an the of on in with and image photo picture drawing painting rendering style background showing "

@@ -16,11 +16,31 @@ RGB = {
 P_EMPTY = 0.06
 
 
-def sample_scene(rng: np.random.Generator, p_empty: float = P_EMPTY) -> Scene:
+def sample_scene(rng: np.random.Generator, p_empty: float | None = P_EMPTY, show: dict[str, str] | None = None
+                 ) -> Scene:
+    """A random scene, the world's one scene sampler: each attribute uniform (the shape among the real shapes);
+    then no object with probability `p_empty` (None: always an object, and no draw for it); then the attributes
+    in `show` fixed."""
     pick = {a: labels[rng.integers(len(labels) - (a == "shape"))] for a, labels in LABELS.items()}
-    if rng.random() < p_empty:
+    if p_empty is not None and rng.random() < p_empty:
         pick["shape"] = NO_OBJECT
-    return Scene(**pick)
+    return Scene(**{**pick, **(show or {})})
+
+
+def scene_images(count: int, seed: int, *, show: dict[str, str] | None = None, exclude: str | None = None,
+                 p_empty: float | None = P_EMPTY, render_seed: int | None = None) -> tuple[list[Scene], np.ndarray]:
+    """`count` scenes from `sample_scene` and their renders, all from one seed. `exclude`: a value no scene may
+    show (such scenes are drawn again). Renders draw from the scenes' generator, or, given `render_seed`, image i
+    from its own seed `render_seed + i`."""
+    rng = np.random.default_rng(seed)
+    scenes, images = [], []
+    while len(scenes) < count:
+        scene = sample_scene(rng, p_empty, show)
+        if exclude is not None and exclude in (scene.shape, scene.color, scene.texture, scene.background):
+            continue
+        images.append(render(scene, rng if render_seed is None else render_seed + len(scenes)))
+        scenes.append(scene)
+    return scenes, np.stack(images) if images else np.empty((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
 
 
 def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:

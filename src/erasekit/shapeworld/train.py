@@ -28,6 +28,8 @@ from .captions import caption
 from .domain import LABELS, Scene
 from .render import render, sample_scene
 from ..models.loading import DEFAULTS_FILE
+from ..models.text import first_eot_index
+from ..utils.files import atomic_dir, atomic_save_tensors
 from ..utils.images import to_signed
 from .tokenizer import save_tokenizer
 
@@ -73,20 +75,18 @@ def make_dataset(cfg: TrainConfig, path: Path) -> None:
 
 
 class Checkpoint:
-    """Model weights as safetensors plus optimizer state and step, written atomically."""
+    """Model weights as safetensors plus optimizer state and step, written as one atomic set (a folder renamed
+    into place): a crash can never pair new weights with an old step."""
 
     def __init__(self, folder: Path):
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
 
     def save(self, step: int, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> None:
-        for name, module in modules.items():
-            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, self.folder / f"{name}.tmp")
-            os.replace(self.folder / f"{name}.tmp", self.folder / f"{name}.safetensors")
-        torch.save(optimizer.state_dict(), self.folder / "optimizer.tmp")
-        os.replace(self.folder / "optimizer.tmp", self.folder / "optimizer.pt")
-        (self.folder / "step.tmp").write_text(json.dumps({"step": step}))
-        os.replace(self.folder / "step.tmp", self.folder / "step.json")
+        with atomic_dir(self.folder) as tmp:
+            for name, module in modules.items():
+                save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / f"{name}.safetensors")
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            (tmp / "step.json").write_text(json.dumps({"step": step}))
 
     def load(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> int:
         if not (self.folder / "step.json").exists():
@@ -154,8 +154,7 @@ def encode_latents(images: np.ndarray, vae_dir: Path, out: Path) -> None:
         stds.append(dist.std.half())
     mean = torch.cat(means)
     scale = 1.0 / mean.float().std().item()
-    save_file({"mean": mean.contiguous(), "std": torch.cat(stds).contiguous(), "scale": torch.tensor(scale)}, out.with_suffix(".tmp"))
-    os.replace(out.with_suffix(".tmp"), out)
+    atomic_save_tensors({"mean": mean, "std": torch.cat(stds), "scale": torch.tensor(scale)}, out)
 
 
 def caption_batch(labels: np.ndarray, rng: random.Random, p_uncond: float) -> tuple[list[str], torch.Tensor]:
@@ -173,8 +172,7 @@ def caption_batch(labels: np.ndarray, rng: random.Random, p_uncond: float) -> tu
 
 
 def eot_hidden(hidden: torch.Tensor, input_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
-    first_eot = (input_ids == eos_id).int().argmax(dim=1)
-    return hidden[torch.arange(len(hidden)), first_eot]
+    return hidden[torch.arange(len(hidden)), first_eot_index(input_ids, eos_id)]
 
 
 class EMA:

@@ -1,4 +1,5 @@
-"""Atomic file writes and image grids."""
+"""Atomic writes (one file, or one folder as a set) and image grids: a crash never leaves a half-written file
+that a later run would read."""
 from __future__ import annotations
 
 import json
@@ -11,10 +12,33 @@ from pathlib import Path
 from PIL import Image
 
 
+def temporary_sibling(path: Path, suffix: str = "") -> Path:
+    """A hidden name beside `path` for writing before the rename (per process, so parallel writers never share)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_sibling(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_save_tensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """safetensors file written under a temporary name and renamed into place."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -26,7 +50,7 @@ def atomic_dir(path: str | Path):
     """Yield a temporary sibling folder to fill; on success it replaces `path` in one rename, on error it is
     deleted, so `path` is never left half-written."""
     path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp = temporary_sibling(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -43,7 +67,7 @@ def atomic_dir(path: str | Path):
 
 
 def save_image(image: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    tmp = temporary_sibling(path, ".png")
     image.save(tmp)
     os.replace(tmp, path)
 

@@ -1,24 +1,29 @@
-"""Inference-time edits: methods that act while sampling, as diffusers attention processors and UNet hooks.
+"""Sampling-time edits: methods that act while sampling, through diffusers attention processors and/or UNet hooks
+(GIE sets processors; SLD only hooks the UNet call).
 
-A method registers an `InferenceSession` subclass by name; the edit stores that name, its config and any tensors
-(e.g. a small adapter). `apply` starts a session on the pipeline: it installs the session's processor on each
-selected attention module and its UNet hooks, remembering what it replaced; `remove` restores all of it. A session
-may also offer its own `generate` (a method that needs a different batch layout, like GIE's two branches); the
-project's sampler routes to it while the edit is applied."""
+A method registers a `SamplingSession` subclass by name (`register_session`); the edit stores that name, its config
+and any tensors (e.g. a small adapter). `apply` starts a session on the pipeline's UNet: it installs the session's
+processor on each selected attention module and its UNet hooks, remembering what it replaced; `remove` restores all
+of it. The session is kept in the UNet's edit state, so every pipeline built from the same components sees it. A
+session may also offer its own `generate` (a method that needs a different batch layout, like GIE's two branches);
+the project's sampler routes to it while the edit is applied.
+
+The registry is filled when the methods are imported, which `import erasekit` does; this layer never imports them."""
 from __future__ import annotations
 
 import torch
 
 from ..errors import EditError
-from .base import Edit, applied_edits, register_edit_kind
+from .base import Edit, register_edit_kind
+from .state import edit_state
 
-# name → InferenceSession subclass
-PROCESSORS: dict[str, type["InferenceSession"]] = {}
+# name → SamplingSession subclass
+SESSIONS: dict[str, type["SamplingSession"]] = {}
 
 
-def register_processor(name: str):
-    def wrap(cls: type["InferenceSession"]) -> type["InferenceSession"]:
-        PROCESSORS[name] = cls
+def register_session(name: str):
+    def wrap(cls: type["SamplingSession"]) -> type["SamplingSession"]:
+        SESSIONS[name] = cls
         return cls
     return wrap
 
@@ -35,13 +40,13 @@ def select_attention(unet, layers: str) -> dict[str, object]:
     return modules
 
 
-class InferenceSession:
-    """The live state of an applied inference-time edit on one pipeline. Subclasses set `layers` and override
+class SamplingSession:
+    """The live state of an applied sampling-time edit on one pipeline. Subclasses set `layers` and override
     `processor` (one per attention module) and/or `on_unet_call` / `on_unet_output`."""
     layers = "cross"
     generate = None  # optional: (prompts, seeds, **sampler options) → images, used by erasekit's sampler
 
-    def __init__(self, edit: "ProcessorEdit", pipe):
+    def __init__(self, edit: "SamplingTimeEdit", pipe):
         self.edit, self.pipe, self.config = edit, pipe, edit.metadata["config"]
         self._saved: dict[str, object] = {}
         self._handles = []
@@ -60,9 +65,9 @@ class InferenceSession:
             self._saved[name] = module.processor
             module.set_processor(self.processor(name, module))
         unet = self.pipe.unet
-        if type(self).on_unet_call is not InferenceSession.on_unet_call:
+        if type(self).on_unet_call is not SamplingSession.on_unet_call:
             self._handles.append(unet.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
-        if type(self).on_unet_output is not InferenceSession.on_unet_output:
+        if type(self).on_unet_output is not SamplingSession.on_unet_output:
             self._handles.append(unet.register_forward_hook(self._post_hook, with_kwargs=True))
 
     def detach(self) -> None:
@@ -124,39 +129,40 @@ def timestep_argument(args: tuple, kwargs: dict):
 
 
 @register_edit_kind
-class ProcessorEdit(Edit):
-    """Kind `attention_processor`: an inference-time method (processors and/or UNet hooks) with its config."""
-    kind = "attention_processor"
+class SamplingTimeEdit(Edit):
+    """Kind `sampling_time`: a method that acts while sampling (processors and/or UNet hooks), with its config;
+    `config["session"]` names its registered session."""
+    kind = "sampling_time"
 
     @property
-    def processor_name(self) -> str:
-        return self.metadata["config"]["processor"]
+    def session_name(self) -> str:
+        config = self.metadata["config"]
+        return config.get("session", config.get("processor"))  # "processor": files written by erasekit < 0.2
 
     def _check_fits(self, pipe) -> None:
         super()._check_fits(pipe)
-        from ..methods import _load_all
-        _load_all()  # the methods register their sessions on import
-        if self.processor_name not in PROCESSORS:
-            raise EditError(f"{self}: processor {self.processor_name!r} is not available in this erasekit")
-        for other in applied_edits(pipe):
-            if isinstance(other, ProcessorEdit):
+        if self.session_name not in SESSIONS:
+            raise EditError(f"{self}: sampling-time session {self.session_name!r} is not available in this "
+                            f"erasekit (available: {', '.join(sorted(SESSIONS)) or 'none'})")
+        for other in edit_state(pipe).stack:
+            if isinstance(other, SamplingTimeEdit):
                 raise EditError(f"{self} cannot run together with {other} (both act at sampling time); "
                                 "remove that edit first")
 
     def _apply(self, pipe) -> None:
-        session = PROCESSORS[self.processor_name](self, pipe)
+        session = SESSIONS[self.session_name](self, pipe)
         layers = session.config.get("layers", session.layers)
         if layers != "none" and not session.targets():
             raise EditError(f"{self}: this UNet has no attention layers of the kind it needs ({layers})")
         session.check()
         session.attach()
-        pipe.__dict__.setdefault("erasekit_sessions", {})[id(self)] = session
+        edit_state(pipe).live[id(self)] = session
 
     def _remove(self, pipe) -> None:
-        pipe.erasekit_sessions.pop(id(self)).detach()
+        edit_state(pipe).live.pop(id(self)).detach()
 
 
-def active_session(pipe) -> InferenceSession | None:
-    """The session of the inference-time edit applied to `pipe`, if any."""
-    sessions = getattr(pipe, "erasekit_sessions", None) or {}
-    return next(iter(sessions.values()), None)
+def active_session(pipe) -> SamplingSession | None:
+    """The session of the sampling-time edit applied to `pipe`'s UNet, if any (at most one can be)."""
+    state = edit_state(pipe)
+    return next((state.live[id(e)] for e in state.stack if isinstance(e, SamplingTimeEdit)), None)

@@ -17,18 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .attacks import RingABell
-from .errors import ErasekitError
-from .evaluation.evaluators import ClassifierFeatures, ShapeWorldAttribute, frechet_distance
-from .evaluation.img2img import persistence
-from .evaluation.prompts import SHAPES, shapeworld_sets
-from .evaluation.scoring import score_shapeworld
-from .generation import generate
-from .shapeworld.captions import prompt as scene_prompt
-from .shapeworld.domain import LABELS, find_concept
-from .shapeworld.render import render, sample_scene
-from .utils.images import to_unit
-from .utils.files import atomic_write_bytes, atomic_write_json, grid, save_image
+from ..attacks import RingABell
+from ..concepts import preset
+from ..detectors import shapeworld_detector
+from ..errors import ErasekitError
+from ..evaluation.img2img import persistence
+from ..evaluation.metrics import ClassifierFeatures, frechet_distance
+from ..evaluation.prompts import shapeworld_sets
+from ..evaluation.scoring import score_shapeworld
+from ..methods import erase
+from ..models import load_pipeline
+from ..sampling import generate, sampler_defaults
+from ..shapeworld.captions import prompt as scene_prompt
+from ..shapeworld.domain import LABELS, SHAPE_NAMES, find_concept
+from ..shapeworld.render import scene_images
+from ..utils.files import atomic_write_bytes, atomic_write_json, grid, save_image
+from ..utils.images import to_unit
+from .report import write_report
+from .table import COLUMNS, grid_name, markdown
 
 # Bench rows: a method, or a named variant of one (method, options).
 VARIANTS = {
@@ -40,21 +46,13 @@ VARIANTS = {
 }
 DEFAULT_METHODS = ("uce", "rece", "trce", "gie", "gie-adapter", "gie-fast", "sld", "sld-max")
 DEFAULT_CONCEPTS = ("triangle", "tobias renn")
-COLUMNS = ("target_explicit", "target_synonym", "target_implicit", "preserve_acc", "benign_kept", "fd",
-           "asr_ringabell", "i2i_persist", "seconds_erase")
 
 
 def fd_scenes(exclude: str, count: int, seed: int = 1234):
     """Scenes without the target, their explicit prompts, and their procedural renders (the FD reference)."""
     _, value = find_concept(exclude)
-    rng = np.random.default_rng(seed)
-    scenes = []
-    while len(scenes) < count:
-        scene = sample_scene(rng, p_empty=0.0)
-        if value.name not in (scene.shape, scene.color, scene.texture, scene.background):
-            scenes.append(scene)
-    prompts = [scene_prompt(s.shape, s.color, s.texture, s.background) for s in scenes]
-    return prompts, [render(s, seed + i) for i, s in enumerate(scenes)]
+    scenes, images = scene_images(count, seed, exclude=value.name, p_empty=0.0, render_seed=seed)
+    return [scene_prompt(s.shape, s.color, s.texture, s.background) for s in scenes], images
 
 
 def frechet(classifier, generated, reference: np.ndarray) -> float:
@@ -64,8 +62,9 @@ def frechet(classifier, generated, reference: np.ndarray) -> float:
     return float(metric.compute())
 
 
-def ring_a_bell(pipe, concept: str, attribute: str, value_name: str, count: int, classifier) -> float:
+def ring_a_bell(pipe, concept: str, count: int, classifier) -> float:
     """Prompts that leave the target's attribute open, pushed towards the concept with η = 3."""
+    attribute, _ = find_concept(concept)
     rng = random.Random(0)
     colors = LABELS["color"]
     if attribute == "shape":
@@ -73,16 +72,14 @@ def ring_a_bell(pipe, concept: str, attribute: str, value_name: str, count: int,
         prompts = [f"a {colors[i % 5]} {rng.choice(LABELS['texture'])} object" for i in range(count)]
     else:
         attack = RingABell(concept, strengths=(3.0,), pairs=[(f"a {s} in the style of {concept}", f"a {s}")
-                                                             for s in SHAPES])
-        prompts = [f"a {colors[i % 5]} {SHAPES[i % 6]}" for i in range(count)]
+                                                             for s in SHAPE_NAMES])
+        prompts = [f"a {colors[i % 5]} {SHAPE_NAMES[i % 6]}" for i in range(count)]
     images = attack(pipe, prompts, list(range(count))).images["eta=3"]
-    metric = ShapeWorldAttribute(attribute, value_name, classifier=classifier)
-    metric.update(images)
-    return metric.compute().item()
+    return shapeworld_detector(concept, classifier).rate(images)
 
 
 def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str) -> dict:
-    attribute, value = find_concept(concept)
+    attribute, _ = find_concept(concept)
     _, sets = shapeworld_sets(concept, seeds)
     row, timings = {}, {}
     t = time.perf_counter()
@@ -95,14 +92,14 @@ def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str) -
             row[f"target_{name}"] = scores["target_detected"]
             if name == "explicit":
                 row["benign_kept"] = scores["benign_kept"]
-                save_image(grid(images[:10], 10, scale=3), out / f"grid_{_slug(concept)}_{label}.png")
+                save_image(grid(images[:10], 10, scale=3), out / grid_name(concept, label))
     timings["sets"] = time.perf_counter() - t
     t = time.perf_counter()
     prompts, reference = fd_scenes(concept, 64)
     row["fd"] = frechet(classifier, generate(pipe, prompts, list(range(64)), progress=False), reference)
     timings["fd"] = time.perf_counter() - t
     t = time.perf_counter()
-    row["asr_ringabell"] = ring_a_bell(pipe, concept, attribute, value.name, 16, classifier)
+    row["asr_ringabell"] = ring_a_bell(pipe, concept, 16, classifier)
     timings["ring_a_bell"] = time.perf_counter() - t
     t = time.perf_counter()
     i2i = persistence(pipe, concept, count=12, classifier=classifier)
@@ -113,19 +110,12 @@ def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str) -
     return row
 
 
-def _slug(text: str) -> str:
-    return text.replace(" ", "-")
-
-
 def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Path = "bench", seeds: int = 4,
               model: str | None = None, progress=print) -> list[dict]:
-    import erasekit
-    from .concepts import preset
-    from .erasure.validation import shapeworld_validator
-    from .shapeworld.classifier import ShapeWorldClassifier
+    from ..detectors.shapeworld import shipped_classifier
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pipe, classifier = erasekit.load_pipeline(model), ShapeWorldClassifier.load()
+    pipe, classifier = load_pipeline(model), shipped_classifier()
     rows = []
     for concept in concepts:
         t = time.perf_counter()
@@ -135,10 +125,9 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
         for label in methods:
             spec = preset("shapeworld/" + concept)
             method, options = VARIANTS.get(label, (label, {}))
-            run_options = {**options, "validator": shapeworld_validator(spec)} if method == "rece" else options
             t = time.perf_counter()
             try:
-                edit = erasekit.erase(pipe, method, spec, **run_options)
+                edit = erase(pipe, method, spec, **options)
             except ErasekitError as e:  # e.g. no shipped adapter for this concept
                 progress(f"{concept}: {label} skipped: {e}")
                 continue
@@ -151,19 +140,9 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
             rows.append({"method": label, "concept": concept, "seconds_erase": round(seconds, 2),
                          "options": options, **row})
             progress(f"{concept}: {label} erased in {seconds:.1f} s, measured in {time.perf_counter() - t:.0f} s")
-    sampler = {"scheduler": type(pipe.scheduler).__name__, "steps": pipe.erasekit_defaults.get("steps"),
-               "guidance": pipe.erasekit_defaults.get("guidance")}
+    steps, guidance = sampler_defaults(pipe)
+    sampler = {"scheduler": type(pipe.scheduler).__name__, "steps": steps, "guidance": guidance}
     atomic_write_json(out / "bench.json", {"columns": COLUMNS, "rows": rows, "seeds": seeds, "sampler": sampler})
     atomic_write_bytes(out / "bench.md", markdown(rows).encode())
-    from .report import write_report
     write_report(out)
     return rows
-
-
-def markdown(rows: list[dict]) -> str:
-    header = "| concept | method | " + " | ".join(COLUMNS) + " |\n|" + "---|" * (len(COLUMNS) + 2) + "\n"
-    lines = []
-    for row in rows:
-        cells = [f"{row[c]:.2f}" if c in ("fd", "seconds_erase") else f"{100 * row[c]:.1f}%" for c in COLUMNS]
-        lines.append(f"| {row['concept']} | {row['method']} | " + " | ".join(cells) + " |")
-    return header + "\n".join(lines) + "\n"

@@ -6,9 +6,10 @@ import html
 import json
 from pathlib import Path
 
-from .utils.files import atomic_write_bytes
+from ..utils.files import atomic_write_bytes
+from .table import COLUMNS, cell, grid_name
 
-COLORS = ("#555555", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+PALETTE = ("#555555", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")  # one colour per method
 
 
 def scatter(rows: list[dict], title: str, size: int = 260) -> str:
@@ -30,7 +31,7 @@ def scatter(rows: list[dict], title: str, size: int = 260) -> str:
     seen: dict[tuple[int, int], int] = {}
     for k, row in enumerate(rows):
         x, y = pad + row["preserve_acc"] * span, pad + (1 - row["target_explicit"]) * span
-        color = COLORS[k % len(COLORS)]
+        color = PALETTE[k % len(PALETTE)]
         stacked = seen.get((round(x), round(y)), 0)  # methods at the same point: labels stacked, none hidden
         seen[(round(x), round(y))] = stacked + 1
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{html.escape(row["method"])}'
@@ -40,7 +41,6 @@ def scatter(rows: list[dict], title: str, size: int = 260) -> str:
 
 
 def write_report(folder: str | Path) -> Path:
-    from .bench import COLUMNS, _slug
     folder = Path(folder)
     bench = json.loads((folder / "bench.json").read_text())
     rows = bench["rows"]
@@ -48,12 +48,11 @@ def write_report(folder: str | Path) -> Path:
     head = "".join(f"<th>{c}</th>" for c in ("concept", "method", *COLUMNS))
     body = "".join(
         "<tr>" + f"<td>{html.escape(r['concept'])}</td><td>{html.escape(r['method'])}</td>" + "".join(
-            f"<td>{r[c]:.2f}</td>" if c in ("fd", "seconds_erase") else f"<td>{100 * r[c]:.1f}%</td>"
-            for c in COLUMNS) + "</tr>" for r in rows)
+            f"<td>{cell(r, c)}</td>" for c in COLUMNS) + "</tr>" for r in rows)
     sections = []
     for concept in concepts:
         mine = [r for r in rows if r["concept"] == concept]
-        grids = "".join(f'<figure><img src="grid_{_slug(concept)}_{r["method"]}.png" alt="{html.escape(r["method"])}'
+        grids = "".join(f'<figure><img src="{grid_name(concept, r["method"])}" alt="{html.escape(r["method"])}'
                         f' on {html.escape(concept)} prompts"><figcaption>{html.escape(r["method"])}</figcaption>'
                         "</figure>" for r in mine)
         sections.append(f"<section><h2>Erasing “{html.escape(concept)}”</h2>{scatter(mine, concept)}"

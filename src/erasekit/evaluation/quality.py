@@ -1,6 +1,6 @@
 """Measure ShapeWorld's quality bars and print a table.
 
-    python -m erasekit.shapeworld.quality [--model M] [--per-combination 4] [--out quality.json]
+    python -m erasekit.evaluation.quality [--model M] [--per-combination 4] [--out quality.json]
 
 Rows: the classifier on held-out procedural images; the pipeline on explicit prompts over the whole attribute grid
 (shape x colour x texture x background, fixed seeds), on synonym and implicit shape prompts, and on texture named by
@@ -13,10 +13,13 @@ import json
 import time
 from itertools import product
 
-from .captions import prompt
-from ..evaluation.scoring import judge
-from .classifier import ShapeWorldClassifier, evaluate, held_out
-from .domain import LABELS
+from ..detectors import judge
+from ..detectors.shapeworld import shipped_classifier
+from ..models import load_pipeline
+from ..sampling import generate, sampler_defaults
+from ..shapeworld.captions import prompt
+from ..shapeworld.classifier import ShapeWorldClassifier, evaluate, held_out
+from ..shapeworld.domain import LABELS, SHAPE_NAMES
 
 BARS = {"classifier": {a: 0.98 for a in LABELS},
         "explicit": {"shape": 0.90, "color": 0.90, "texture": 0.80, "background": 0.90},
@@ -25,7 +28,7 @@ BARS = {"classifier": {a: 0.98 for a in LABELS},
 
 def prompt_sets(per_combination: int, per_phrasing: int) -> dict[str, list[tuple[str, dict, int]]]:
     """name → [(prompt, target attributes, seed)]."""
-    shapes = LABELS["shape"][:-1]
+    shapes = SHAPE_NAMES
     explicit = [(prompt(s, c, t, b), {"shape": s, "color": c, "texture": t, "background": b}, seed)
                 for s, c, t, b in product(shapes, LABELS["color"], LABELS["texture"], LABELS["background"])
                 for seed in range(per_combination)]
@@ -39,8 +42,6 @@ def prompt_sets(per_combination: int, per_phrasing: int) -> dict[str, list[tuple
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import erasekit
-    from ..generation import generate
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="pipeline folder (default: the embedded ShapeWorld model)")
     parser.add_argument("--classifier", default=None, help="classifier folder (default: the shipped one)")
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sets", nargs="+", default=None, help="only these sets (explicit synonym implicit artist)")
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
-    classifier = ShapeWorldClassifier.load(args.classifier) if args.classifier else ShapeWorldClassifier.load()
+    classifier = ShapeWorldClassifier.load(args.classifier) if args.classifier else shipped_classifier()
     results = {"classifier": evaluate(classifier, *held_out(3000, seed=424_242))}
-    pipe = erasekit.load_pipeline(args.model)
+    pipe = load_pipeline(args.model)
     timings = {}
     for name, items in prompt_sets(args.per_combination, args.per_phrasing).items():
         if args.sets and name not in args.sets:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
         images = generate(pipe, [p for p, _, _ in items], [s for _, _, s in items], batch_size=64,
                           steps=args.steps, guidance=args.guidance)
         timings[name] = round(time.time() - t0, 1)
-        results[name] = judge(classifier, images, [t for _, t, _ in items])
+        results[name] = judge(images, [t for _, t, _ in items], classifier)
         results[name]["images"] = len(items)
     print(f"\n{'set':<11}{'images':>7}  " + "".join(f"{a:>12}" for a in LABELS))
     for name, scores in results.items():
@@ -78,10 +79,11 @@ def main(argv: list[str] | None = None) -> dict:
     print("'<' marks a figure below its bar; bars: " + json.dumps(BARS))
     print("generation seconds per set: " + json.dumps(timings))
     if args.out:
+        steps, guidance = sampler_defaults(pipe)
         with open(args.out, "w") as f:
             json.dump({"results": results, "bars": BARS, "seconds": timings,
-                       "sampler": {"steps": args.steps or pipe.erasekit_defaults.get("steps"),
-                                   "guidance": args.guidance or pipe.erasekit_defaults.get("guidance"),
+                       "sampler": {"steps": args.steps or steps,
+                                   "guidance": guidance if args.guidance is None else args.guidance,
                                    "scheduler": type(pipe.scheduler).__name__}}, f, indent=2)
     return results
 

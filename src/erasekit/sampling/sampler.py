@@ -1,10 +1,12 @@
-"""The one sampler every command uses: per-image seeds, so an image depends only on its own seed."""
+"""The sampler: `generate` (routing to an applied edit's own sampler) and `sample` over any diffusers pipeline call."""
 from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
 
-from .models.text import check_prompts
+from ..edits import active_session
+from ..errors import ErasekitError
+from ..models.text import check_prompts, encode, warn_truncated
 
 DEFAULT_STEPS, DEFAULT_GUIDANCE = 20, 7.5
 
@@ -19,13 +21,21 @@ def generate(pipe, prompts: list[str] | str | None, seeds: list[int], **options)
     """One image per (prompt, seed) pair; a single prompt is repeated for every seed. Instead of prompts, one
     embedding per seed can be given (`prompt_embeds`, shaped like `encode(...).embeddings`; for SDXL also
     `pooled_prompt_embeds`). Options: steps, guidance, negative_prompt, batch_size, progress, and any keyword of
-    the pipeline's call. An applied inference-time edit with its own batch layout (GIE parity) takes over.
+    the pipeline's call. An applied sampling-time edit with its own batch layout (GIE parity) takes over.
     Returns PIL images."""
-    from .edits import active_session
     session = active_session(pipe)
     if session is not None and session.generate is not None:
         return session.generate(prompts, seeds, **options)
     return sample(pipe, prompts, seeds, **options)
+
+
+def check_steps(pipe, steps: int) -> int:
+    """Denoising steps within what the scheduler can take (1 … its number of training timesteps)."""
+    limit = pipe.scheduler.config.num_train_timesteps
+    if not isinstance(steps, int) or not 1 <= steps <= limit:
+        raise ErasekitError(f"steps must be a whole number from 1 to {limit} (this scheduler's training "
+                            f"timesteps), not {steps!r}")
+    return steps
 
 
 def prompt_per_seed(prompts: list[str] | str, seeds: list[int]) -> list[str]:
@@ -49,12 +59,13 @@ def sample(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps: in
     elif len(prompt_embeds) != len(seeds):
         raise ValueError(f"{len(prompt_embeds)} prompt embeddings but {len(seeds)} seeds")
     default_steps, default_guidance = sampler_defaults(pipe)
-    steps = steps or default_steps
+    steps = check_steps(pipe, default_steps if steps is None else steps)
     guidance = default_guidance if guidance is None else guidance
+    if prompt_embeds is None:
+        warn_truncated(pipe.tokenizer, list(dict.fromkeys(prompts)), stacklevel=4)
     device = pipe.unet.device
     negative = None
     if prompt_embeds is not None:
-        from .models.text import encode
         negative = encode(pipe, [negative_prompt or ""])
         if not negative_prompt and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
             negative.embeddings = torch.zeros_like(negative.embeddings)  # as SDXL does for a prompt's empty negative

@@ -1,19 +1,10 @@
-"""Selecting text-embedding rows for closed-form edits, and the K/V matrices they act on."""
+"""Selecting text-embedding rows for closed-form edits."""
 from __future__ import annotations
 
 import torch
 
 from ..concepts import ConceptError
-from ..models import encode, find_cross_attention
-
-
-def kv_weights(pipe) -> dict[str, torch.Tensor]:
-    """Parameter name → weight of every cross-attention to_k / to_v, in registration order."""
-    out = {}
-    for layer in find_cross_attention(pipe.unet):
-        out[f"{layer.name}.to_k.weight"] = layer.to_k.weight.detach()
-        out[f"{layer.name}.to_v.weight"] = layer.to_v.weight.detach()
-    return out
+from ..models import encode
 
 
 def word_count(pipe, text: str) -> int:
