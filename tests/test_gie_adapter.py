@@ -7,6 +7,7 @@ import torch
 import erasekit
 from erasekit.cli.main import main
 from erasekit.concepts import resolve
+from erasekit.detectors import Detector
 from erasekit.methods.gie_adapter import AdapterTraining, fit, load_adapter, save_adapter, train_adapter
 
 
@@ -20,14 +21,18 @@ def test_labels_are_the_smallest_strength_that_removes_the_concept(sd1, tmp_path
     brightness, so each prompt gets the first |w| of the grid at which none of its images pass the cut."""
     base = {}
 
+    def brightness(images):
+        return torch.tensor([float(np.asarray(im, float).mean()) for im in images])
+
     def present(images):
-        means = [float(np.asarray(im, float).mean()) for im in images]
+        means = brightness(images)
         if "cut" not in base:
-            base["cut"] = float(np.median(means))
-        return [m > base["cut"] for m in means]
+            base["cut"] = float(np.median(means.numpy()))
+        return means > base["cut"]
     prompts = ["a photo of a cat", "a red dog", "a blue car", "a green tree"]
     cfg = AdapterTraining(grid=(0.0, 4.0, 16.0), seeds=(0, 1), steps=2, iterations=200)
-    adapter, report = train_adapter(sd1, resolve(["nude"]), prompts, present, cfg, progress=False)
+    detector = Detector("brighter than the first batch's median", brightness, verdicts=present)
+    adapter, report = train_adapter(sd1, resolve(["nude"]), prompts, detector, cfg, progress=False)
     for row in report["labels"]:
         removed = [w for w in cfg.grid if row["shown"][str(w)] == 0]
         assert row["label"] == (removed[0] if removed else cfg.grid[-1])

@@ -112,3 +112,15 @@ def test_sd14_unet_has_16_cross_attention_layers():
 def test_detect_family_needs_a_unet(tmp_path):
     with pytest.raises(erasekit.ModelError, match="no UNet"):
         detect_family({"vae": ["diffusers", "AutoencoderKL"]}, tmp_path, str(tmp_path))
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2"])
+def test_encoding_from_token_embeddings_equals_encoding_and_carries_gradients(tiny_dirs, family):
+    from erasekit.models.text import encode_token_embeddings, token_embeddings, tokenize
+    pipe = erasekit.load_pipeline(tiny_dirs[family])
+    ids, _ = tokenize(pipe.tokenizer, ["a red cat", "a dog"])
+    soft = token_embeddings(pipe, ids).detach().clone().requires_grad_(True)
+    encoded = encode_token_embeddings(pipe, ids, soft)
+    torch.testing.assert_close(encoded, erasekit.encode(pipe, ["a red cat", "a dog"]).embeddings)
+    encoded.sum().backward()
+    assert soft.grad is not None and soft.grad.abs().sum() > 0

@@ -54,8 +54,8 @@ def read_prompts(path: str) -> list[str]:
 def run(args) -> int:
     from ..models import load_pipeline
     from ..concepts import resolve
-    from ..methods.gie_adapter import (AdapterTraining, present_detector, save_adapter, shapeworld_prompts,
-                                       train_adapter)
+    from ..detectors import for_concept
+    from ..methods.gie_adapter import AdapterTraining, save_adapter, shapeworld_prompts, train_adapter
     if Path(args.out).exists() and not args.overwrite:
         raise ErasekitError(f"{args.out} already exists; choose another folder or pass --overwrite")
     grid = _numbers(args.grid, float, "--grid")
@@ -70,7 +70,8 @@ def run(args) -> int:
         if not (pipe.erasekit_shapeworld and spec.name.startswith("shapeworld/")):
             raise ErasekitError("give --prompts: default prompts exist only for ShapeWorld concepts")
         prompts = shapeworld_prompts(spec)
-    adapter, report = train_adapter(pipe, spec, prompts, present_detector(evaluator, spec, args.threshold), cfg)
+    detector = for_concept(spec.targets[0], evaluator, args.threshold)
+    adapter, report = train_adapter(pipe, spec, prompts, detector, cfg)
     report.update(evaluator=evaluator, model=pipe.erasekit_source)
     save_adapter(adapter, args.out, report)
     print(f"wrote the scale adapter to {args.out}: {report['prompts']} prompts, {report['images']} images per |w|, "

@@ -1,4 +1,5 @@
-"""GIE's scale adapter: training (the adapter and its files are `gie_scale`). The authors did not release weights; this follows their description.
+"""GIE's scale adapter: its training (the adapter and its files are `gie_scale`). The authors did not release
+weights; this follows their description.
 
 For each training prompt, generate with GIE at every strength of a grid (|w| = 0, 1, 2, 4, 8 by default) and keep
 the smallest |w| at which the evaluator no longer sees the concept in any of the prompt's images (prompts that never
@@ -13,12 +14,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
-
 import torch
 from tqdm.auto import tqdm
 
-from ..detectors import for_concept
+from ..detectors import Detector
 from ..edits import active_session
 from ..errors import ErasekitError
 from ..sampling import generate
@@ -39,15 +38,11 @@ class AdapterTraining:
     batch_size: int = 16
 
 
-def present_detector(evaluator: str, spec, threshold: float = 0.6) -> Callable[[list], list[bool]]:
-    """images → whether each shows the concept: the ShapeWorld classifier's verdict, or NudeNet's exposed parts."""
-    detector = for_concept(spec.targets[0], evaluator, threshold)
-    return lambda images: detector.present(images).tolist()
-
-
-def smallest_strengths(pipe, spec, prompts: list[str], present, cfg: AdapterTraining, progress: bool = True):
-    """(features (images, E tokens, layers), |w| label per image, per-prompt table). The features come from the
-    |w| = 0 run, whose first step is what the adapter's probe pass sees."""
+def smallest_strengths(pipe, spec, prompts: list[str], detector: Detector, cfg: AdapterTraining,
+                       progress: bool = True):
+    """(features (images, E tokens, layers), |w| label per image, per-prompt table). `detector` decides whether
+    an image still shows the concept. The features come from the |w| = 0 run, whose first step is what the
+    adapter's probe pass sees."""
     if not cfg.grid or cfg.grid[0] != 0 or list(cfg.grid) != sorted(cfg.grid):
         raise ErasekitError(f"the |w| grid must be ascending and start at 0 (got {list(cfg.grid)})")
     items = [(p, s) for p in prompts for s in cfg.seeds]
@@ -60,7 +55,7 @@ def smallest_strengths(pipe, spec, prompts: list[str], present, cfg: AdapterTrai
             shown[w] = []
             for start in range(0, len(items), cfg.batch_size):
                 chunk = items[start:start + cfg.batch_size]
-                shown[w] += present(_generate(pipe, chunk, cfg))
+                shown[w] += detector.present(_generate(pipe, chunk, cfg)).tolist()
                 if w == 0:
                     features.append(active_session(pipe).features())
                 bar.update(len(chunk))
@@ -103,13 +98,13 @@ def fit(features: torch.Tensor, labels: torch.Tensor, cfg: AdapterTraining) -> t
     return adapter.eval(), mae
 
 
-def train_adapter(pipe, spec, prompts: list[str], present, cfg: AdapterTraining | None = None,
+def train_adapter(pipe, spec, prompts: list[str], detector: Detector, cfg: AdapterTraining | None = None,
                   progress: bool = True) -> tuple[ScaleAdapter, dict]:
     cfg = cfg or AdapterTraining()
     if not prompts:
         raise ErasekitError("no training prompts")
     start = time.perf_counter()
-    features, labels, table = smallest_strengths(pipe, spec, prompts, present, cfg, progress)
+    features, labels, table = smallest_strengths(pipe, spec, prompts, detector, cfg, progress)
     adapter, mae = fit(features, labels, cfg)
     report = {"concept": spec.name, "targets": spec.targets, "prompts": len(prompts), "images": len(labels),
               "training": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},

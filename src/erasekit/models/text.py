@@ -111,3 +111,26 @@ def encode(pipe, prompts: list[str] | str, warn: bool = True) -> EncodedPrompts:
         hiddens.append(out.hidden_states[-2])
     return EncodedPrompts(torch.cat(hiddens, dim=-1), ids, mask, first_eot_index(ids, pipe.tokenizer.eos_token_id),
                           pooled)
+
+
+def token_embeddings(pipe, input_ids: torch.Tensor) -> torch.Tensor:
+    """The text encoder's input token embeddings for `input_ids` (batch, length, d_token): what soft-prompt attacks
+    optimise."""
+    return pipe.text_encoder.get_input_embeddings()(input_ids.to(pipe.text_encoder.device))
+
+
+def encode_token_embeddings(pipe, input_ids: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    """Encode prompts whose token embeddings are given (they may be soft and carry gradients): the encoder runs as
+    for `input_ids`, whose end tokens still mark the EoT, with the embedding lookup's output replaced. SD1/SD2
+    pipelines (one text encoder). Returns what the UNet's cross-attention receives."""
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        raise PromptError("encoding from token embeddings is implemented for one-encoder (SD1/SD2) pipelines")
+    lookup = pipe.text_encoder.get_input_embeddings()
+    if embeddings.shape[:2] != input_ids.shape or embeddings.shape[-1] != lookup.embedding_dim:
+        raise PromptError(f"token embeddings {tuple(embeddings.shape)} do not fit ids {tuple(input_ids.shape)} and "
+                          f"the encoder's width {lookup.embedding_dim}")
+    handle = lookup.register_forward_hook(lambda module, args, output: embeddings.to(output.dtype))
+    try:
+        return pipe.text_encoder(input_ids.to(pipe.text_encoder.device))[0]
+    finally:
+        handle.remove()

@@ -1,0 +1,166 @@
+"""The one training loop: every method that trains (ESD, All-but-One, TRCE stage 2, ForceForget's policy updates),
+the attacks that optimise, and ShapeWorld's trainers hand it a loss function and their trainable tensors.
+
+    result = train(loss_fn, {"lora.up": up, "lora.down": down}, TrainingConfig(steps=200, lr=1e-4), folder="run")
+
+Per optimiser step: `torch.manual_seed` and a generator are derived from (seed, step, micro-batch), so a run is
+reproducible from its seed and a resumed run continues bit-identically; the loss of each micro-batch is checked
+(NaN or Inf stops the run with the last good checkpoint kept); gradients are accumulated, clipped, applied; the EMA
+(diffusers' EMAModel) follows; a CSV log and an atomic checkpoint are written every few steps when a folder is
+given."""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .config import TrainingConfig, TrainingError
+from .randomness import derived_seed, generator
+
+LOG_FIELDS = ("step", "loss", "lr", "seconds")
+
+
+@dataclass
+class StepContext:
+    """What a loss function gets for one micro-batch."""
+    step: int                     # 0-based optimiser step
+    micro: int                    # micro-batch within the step
+    generator: torch.Generator    # derived from (seed, step, micro): draw all of the step's noise from it
+    seed: int                     # the same derivation as an int, for other generators (numpy, random)
+
+
+@dataclass
+class TrainingResult:
+    losses: list[float] = field(default_factory=list)   # per step run in this call
+    first_step: int = 0                                  # where this call started (> 0 after a resume)
+    seconds: float = 0.0
+
+
+def make_optimizer(parameters: list[torch.Tensor], config: TrainingConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+
+
+def train(loss_fn: Callable[[StepContext], torch.Tensor], parameters: dict[str, torch.Tensor],
+          config: TrainingConfig, *, folder: str | Path | None = None, record: dict | None = None,
+          ema_decay: float | None = None, desc: str = "train", progress: bool = True) -> TrainingResult:
+    """Optimise `parameters` (name → leaf tensor with requires_grad) to minimise `loss_fn` for `config.steps`
+    steps. With `folder`, checkpoints go to `folder/checkpoint` and the log to `folder/log.csv`, and a run found
+    there resumes (refused when its settings, `config` plus `record`, differ). With `ema_decay`, the parameters
+    end as their EMA (diffusers' EMAModel). Returns the losses of the steps run here."""
+    config.check()
+    if not parameters:
+        raise TrainingError("nothing to train: the selection of trainable parameters is empty")
+    names, tensors = list(parameters), list(parameters.values())
+    optimizer = make_optimizer(tensors, config)
+    ema = _ema(tensors, ema_decay)
+    settings = {"training": config.record(), "parameters": {n: list(t.shape) for n, t in parameters.items()},
+                "ema_decay": ema_decay, **(record or {})}
+    folder = Path(folder) if folder is not None else None
+    start = _resume(folder, settings, parameters, optimizer, ema)
+    log = _Log(folder / "log.csv", start) if folder is not None else None
+    result, began = TrainingResult(first_step=start), time.perf_counter()
+    bar = tqdm(range(start, config.steps), desc=desc, initial=start, total=config.steps, disable=not progress)
+    for step in bar:
+        loss = _step(loss_fn, tensors, optimizer, config, step)
+        if ema is not None:
+            ema.step(tensors)
+        result.losses.append(loss)
+        bar.set_postfix(loss=f"{loss:.4g}")
+        done = step + 1
+        if log is not None and (done % config.log_every == 0 or done == config.steps):
+            log.write(done, loss, config.lr_at(step), round(time.perf_counter() - began, 2))
+        if folder is not None and (done == config.steps or (config.checkpoint_every and
+                                                            done % config.checkpoint_every == 0)):
+            _save(folder, done, names, tensors, optimizer, ema, settings)
+    bar.close()
+    if ema is not None:
+        ema.copy_to(tensors)
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def _step(loss_fn, tensors, optimizer, config: TrainingConfig, step: int) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr_at(step)
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for micro in range(config.accumulation):
+        seed = derived_seed(config.seed, step, micro)
+        torch.manual_seed(seed)  # anything drawing from the global generator (dropout) is seeded too
+        loss = loss_fn(StepContext(step, micro, generator(config.seed, step, micro), seed))
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(f"the loss became {value} at step {step + 1}; training stopped, the last good "
+                                "checkpoint (if any) is kept")
+        (loss / config.accumulation).backward()
+        total += value / config.accumulation
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(tensors, config.grad_clip)
+    optimizer.step()
+    return total
+
+
+def _ema(tensors, decay: float | None):
+    if decay is None:
+        return None
+    from diffusers.training_utils import EMAModel
+    return EMAModel(tensors, decay=decay)
+
+
+def _save(folder: Path, step: int, names, tensors, optimizer, ema, settings) -> None:
+    weights = {name: t.detach() for name, t in zip(names, tensors)}
+    shadow = None if ema is None else {name: s for name, s in zip(names, ema.shadow_params)}
+    counters = {} if ema is None else {"ema_step": ema.optimization_step}
+    ckpt.save(folder / "checkpoint", ckpt.Checkpoint(step, weights, optimizer.state_dict(), shadow, settings,
+                                                     counters))
+
+
+def _resume(folder, settings, parameters: dict[str, torch.Tensor], optimizer, ema) -> int:
+    if folder is None:
+        return 0
+    found = ckpt.load(folder / "checkpoint", settings)
+    if found is None:
+        return 0
+    with torch.no_grad():
+        for name, tensor in parameters.items():
+            tensor.copy_(found.weights[name])
+    optimizer.load_state_dict(found.optimizer)
+    if ema is not None:
+        if found.ema is None or "ema_step" not in found.counters:
+            raise TrainingError(f"{folder} holds a checkpoint without EMA weights")
+        for shadow, name in zip(ema.shadow_params, parameters):
+            shadow.copy_(found.ema[name])
+        ema.optimization_step = found.counters["ema_step"]
+    return found.step
+
+
+class _Log:
+    """log.csv: step, loss, lr, seconds. On resume, rows after the checkpoint's step are dropped (they are run
+    again)."""
+
+    def __init__(self, path: Path, start: int):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = []
+        if path.exists() and start > 0:
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, LOG_FIELDS).writerow({"step": step, "loss": f"{loss:.6g}", "lr": f"{lr:.3g}",
+                                                    "seconds": seconds})
