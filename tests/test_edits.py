@@ -50,7 +50,7 @@ def test_low_rank_delta_is_up_times_down(tiny_dirs):
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
     edit = random_delta(pipe, 2, rank=2)
     name = kv_names(pipe)[0]
-    up, down = edit.tensors["up." + name], edit.tensors["down." + name]
+    up, down = edit.tensors["up.unet." + name], edit.tensors["down.unet." + name]  # names gain their component
     torch.testing.assert_close(edit.delta(name), up @ down)
     assert torch.linalg.matrix_rank(edit.delta(name)) == 2
 
@@ -248,3 +248,84 @@ def test_a_pipeline_built_from_the_components_sees_the_applied_edits(tiny_dirs):
     edit.remove(img2img)
     assert applied_edits(pipe) == []
     assert_same(snapshot(pipe), before)
+
+
+def test_deltas_on_text_encoders_change_the_encoding_and_export_as_diffusers_lora(tiny_dirs, tmp_path):
+    """Names carry their component; a LoRA over UNet and text encoder loads in plain diffusers and gives the
+    same UNet prediction as the applied edit."""
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    g = torch.Generator().manual_seed(0)
+    q, v = (next(n for n, _ in pipe.text_encoder.named_parameters() if n.endswith(suffix))
+            for suffix in ("layers.0.self_attn.q_proj.weight", "layers.1.mlp.fc1.weight"))
+    names = {"text_encoder." + q: pipe.text_encoder.get_parameter(q), "text_encoder." + v:
+             pipe.text_encoder.get_parameter(v), "unet." + kv_names(pipe)[0]: pipe.unet.get_parameter(kv_names(pipe)[0])}
+    deltas = {n: (torch.randn(p.shape[0], 2, generator=g) * 0.3, torch.randn(2, p.shape[1], generator=g) * 0.3)
+              for n, p in names.items()}
+    edit = WeightDelta.create(pipe, deltas, method="test", concepts=["c"])
+    assert edit.param_names == sorted(names)
+    plain_encoding = erasekit.encode(pipe, ["a red cat"]).embeddings
+    edit.apply(pipe)
+    assert not torch.allclose(erasekit.encode(pipe, ["a red cat"]).embeddings, plain_encoding)
+    ours = unet_prediction(pipe)
+    edit.remove(pipe)
+    torch.testing.assert_close(erasekit.encode(pipe, ["a red cat"]).embeddings, plain_encoding, rtol=0, atol=0)
+    edit.export_lora(tmp_path / "lora.safetensors")
+    plain = erasekit.load_pipeline(tiny_dirs["sd1"])
+    plain.load_lora_weights(str(tmp_path / "lora.safetensors"))
+    torch.testing.assert_close(unet_prediction(plain), ours, rtol=1e-4, atol=1e-5)
+
+
+def unet_prediction(pipe):
+    enc = erasekit.encode(pipe, ["a red cat"])
+    unet = pipe.unet
+    sample = torch.randn(1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size,
+                         generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return unet(sample, torch.tensor([500]), enc.embeddings).sample
+
+
+def test_an_edit_written_by_erasekit_0_1_still_fits_its_model(tiny_dirs, tmp_path):
+    """0.1 named UNet parameters bare and hashed every element; such files load, apply and refuse other
+    weights as before."""
+    import json
+    from erasekit.models.fingerprint import tensors_hash
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    edit = random_delta(pipe, 4, names=kv_names(pipe)[:2])
+    edit.save(tmp_path / "e")
+    from safetensors.torch import load_file, save_file
+    tensors = {k.replace("delta.unet.", "delta."): t for k, t in load_file(tmp_path / "e/tensors.safetensors").items()}
+    save_file(tensors, tmp_path / "e/tensors.safetensors")
+    record = json.loads((tmp_path / "e/edit.json").read_text())
+    params = dict(pipe.unet.named_parameters())
+    record["fingerprint"] = {**{k: v for k, v in record["fingerprint"].items() if k != "hash"},
+                             "weights": tensors_hash({n: params[n] for n in kv_names(pipe)[:2]}),
+                             "shapes": {n: list(params[n].shape) for n in kv_names(pipe)[:2]}}
+    from erasekit.edits.base import _sha256
+    record["tensors_sha256"] = _sha256(tmp_path / "e/tensors.safetensors")
+    (tmp_path / "e/edit.json").write_text(json.dumps(record))
+    legacy = erasekit.load_edit(tmp_path / "e")
+    assert legacy.param_names == ["unet." + n for n in kv_names(pipe)[:2]]
+    before = snapshot(pipe)
+    legacy.apply(pipe)
+    torch.testing.assert_close(pipe.unet.get_parameter(kv_names(pipe)[0]),
+                               before[kv_names(pipe)[0]] + edit.delta(kv_names(pipe)[0]))
+    legacy.remove(pipe)
+    with torch.no_grad():
+        pipe.unet.get_parameter(kv_names(pipe)[1]).add_(0.01)
+    with pytest.raises(erasekit.EditError, match="other weights"):
+        legacy.apply(pipe)
+
+
+def test_the_evaluation_fingerprint_sees_every_weight(tiny_dirs):
+    from erasekit.models.fingerprint import model_fingerprint
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    before = model_fingerprint(pipe)["weights"]
+    for module, name in ((pipe.unet, "conv_in.weight"), (pipe.text_encoder, "final_layer_norm.weight")):
+        weight = module.get_parameter(name)
+        saved = weight.detach().clone()
+        with torch.no_grad():
+            weight.view(-1)[-1] += 1e-3  # a single element of a weight no closed-form edit touches
+        assert model_fingerprint(pipe)["weights"] != before
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert model_fingerprint(pipe)["weights"] == before

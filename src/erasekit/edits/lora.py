@@ -22,9 +22,10 @@ def factor(delta: torch.Tensor, max_rank: int | None, tol: float) -> tuple[torch
 
 
 def write_lora(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], path: str | Path, method: str) -> Path:
-    """factors: UNet module name → (B, A) with ΔW = B A; written atomically."""
+    """factors: `component.module` (unet, text_encoder, text_encoder_2) → (B, A) with ΔW = B A; written
+    atomically."""
     tensors = {}
     for module, (b, a) in factors.items():
-        tensors[f"unet.{module}.lora_A.weight"] = a
-        tensors[f"unet.{module}.lora_B.weight"] = b
+        tensors[f"{module}.lora_A.weight"] = a
+        tensors[f"{module}.lora_B.weight"] = b
     return atomic_save_tensors(tensors, path, metadata={"format": "pt", "erasekit_method": method})

@@ -1,4 +1,5 @@
-"""Weight-delta edits: ΔW per UNet parameter, stored full or as exact low-rank factors (ΔW = up @ down)."""
+"""Weight-delta edits: ΔW per parameter of the UNet or a text encoder (`unet.…`, `text_encoder.…`,
+`text_encoder_2.…`), stored full or as exact low-rank factors (ΔW = up @ down)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,8 @@ from pathlib import Path
 import torch
 
 from ..errors import EditError
-from ..models.fingerprint import fingerprint, tensors_hash
+from ..models.fingerprint import SAMPLED, fingerprint, tensors_hash
+from ..models.parameters import canonical, parameter, split
 from .base import Edit, register_edit_kind
 from .lora import factor, write_lora
 from .state import edit_state
@@ -16,9 +18,14 @@ FULL, UP, DOWN = "delta.", "up.", "down."
 
 @register_edit_kind
 class WeightDelta(Edit):
-    """Add ΔW to named UNet parameters. `remove` restores the exact original tensors, whatever the order in which
-    stacked edits are removed."""
+    """Add ΔW to named parameters. `remove` restores the exact original tensors, whatever the order in which
+    stacked edits are removed. Applying keeps a copy of each touched weight only (untouched ones are neither
+    copied nor hashed)."""
     kind = "weight_delta"
+
+    def __init__(self, tensors: dict[str, torch.Tensor] | None = None, **metadata):
+        # parameter names are canonical (`component.name`); files written by erasekit 0.1 name UNet ones bare
+        super().__init__({_canonical_key(k): v for k, v in (tensors or {}).items()}, **metadata)
 
     @classmethod
     def create(cls, pipe, deltas: dict[str, torch.Tensor | tuple[torch.Tensor, torch.Tensor]], **metadata):
@@ -26,6 +33,7 @@ class WeightDelta(Edit):
         from `pipe`'s weights before this edit (stacked edits' originals when some are applied)."""
         tensors = {}
         for name, delta in deltas.items():
+            name = canonical(name)
             if isinstance(delta, tuple):
                 tensors[UP + name], tensors[DOWN + name] = (t.detach().float().cpu() for t in delta)
             else:
@@ -39,32 +47,33 @@ class WeightDelta(Edit):
         return sorted({k.split(".", 1)[1] for k in self.tensors})
 
     def delta(self, name: str) -> torch.Tensor:
+        name = canonical(name)
         if FULL + name in self.tensors:
             return self.tensors[FULL + name]
         return self.tensors[UP + name] @ self.tensors[DOWN + name]
 
     def _check_fits(self, pipe) -> None:
         super()._check_fits(pipe)
-        params = dict(pipe.unet.named_parameters())
-        missing = [n for n in self.param_names if n not in params]
-        if missing:
-            raise EditError(f"{self} edits parameters this UNet does not have: {missing[:3]}")
-        shapes = self.metadata["fingerprint"].get("shapes", {})
+        record = self.metadata["fingerprint"]
+        shapes = {canonical(n): shape for n, shape in record.get("shapes", {}).items()}
         for name in self.param_names:
-            if list(params[name].shape) != list(self.delta(name).shape) or \
-                    (name in shapes and list(shapes[name]) != list(params[name].shape)):
-                raise EditError(f"{self} does not fit {name}: shape {list(params[name].shape)} vs "
-                                f"{list(self.delta(name).shape)}")
-        expected = self.metadata["fingerprint"].get("weights")
-        if expected and tensors_hash(_base_weights(pipe, self.param_names)) != expected:
+            shape = list(parameter(pipe, name).shape)
+            if shape != list(self._shape(name)) or (name in shapes and list(shapes[name]) != shape):
+                raise EditError(f"{self} does not fit {name}: shape {shape} vs {list(self._shape(name))}")
+        expected = record.get("weights")
+        if expected and _weights_hash(pipe, self.param_names, record.get("hash")) != expected:
             raise EditError(f"{self} was made for other weights (fingerprint {expected}): refusing to apply it "
                             "to a different model")
 
+    def _shape(self, name: str) -> torch.Size:
+        if FULL + name in self.tensors:
+            return self.tensors[FULL + name].shape
+        return torch.Size([self.tensors[UP + name].shape[0], *self.tensors[DOWN + name].shape[1:]])
+
     def _apply(self, pipe) -> None:
         originals = _originals(pipe)
-        params = dict(pipe.unet.named_parameters())
         for name in self.param_names:
-            originals.setdefault(name, params[name].detach().clone())
+            originals.setdefault(name, parameter(pipe, name).detach().clone())
         _recompute(pipe, self.param_names, pending=self)
 
     def _remove(self, pipe) -> None:
@@ -82,11 +91,16 @@ class WeightDelta(Edit):
                 b, a, error = self.tensors[UP + name], self.tensors[DOWN + name], 0.0
             else:
                 b, a, error = factor(self.delta(name), max_rank, tol)
-            factors[name[: -len(".weight")]] = (b, a)
+            factors[name[: -len(".weight")]] = (b, a)  # `component.module`: diffusers' LoRA key prefix
             report[name] = {"rank": a.shape[0], "relative_error": error}
         write_lora(factors, path, self.method)
         return {"path": str(path), "max_relative_error": max(r["relative_error"] for r in report.values()),
                 "ranks": sorted({r["rank"] for r in report.values()}), "layers": report}
+
+
+def _canonical_key(key: str) -> str:
+    kind, name = key.split(".", 1)
+    return f"{kind}.{canonical(name)}"
 
 
 def _originals(pipe) -> dict[str, torch.Tensor]:
@@ -95,21 +109,35 @@ def _originals(pipe) -> dict[str, torch.Tensor]:
 
 def _base_weights(pipe, names: list[str]) -> dict[str, torch.Tensor]:
     """The weights before any weight-delta edit: stored originals where an edit touched them."""
-    originals, params = _originals(pipe), dict(pipe.unet.named_parameters())
-    return {n: originals.get(n, params[n]) for n in names}
+    originals = _originals(pipe)
+    return {n: originals[n] if n in originals else parameter(pipe, n) for n in names}
+
+
+def _weights_hash(pipe, names: list[str], kind: str | None) -> str:
+    """The fingerprint hash of the base weights, as the edit's fingerprint was written (sampled since 0.2;
+    erasekit 0.1 hashed every element under the bare UNet names)."""
+    base = _base_weights(pipe, names)
+    if kind == SAMPLED:
+        return tensors_hash(base, sampled=True)
+    return tensors_hash({split(n)[1]: t for n, t in base.items()})
 
 
 @torch.no_grad()
 def _recompute(pipe, names: list[str], pending: WeightDelta | None = None) -> None:
-    """W = W_original + Σ ΔW of the applied weight-delta edits, in order; the exact original when none remain."""
+    """W = W_original + Σ ΔW of the applied weight-delta edits, in order; the exact original when none remain.
+    One edit's ΔW is added in the weight's own precision; several are summed in float64 first, so the result
+    does not depend on the order they were applied in."""
     edits = [e for e in edit_state(pipe).stack if isinstance(e, WeightDelta)] + ([pending] if pending else [])
-    originals, params = _originals(pipe), dict(pipe.unet.named_parameters())
+    originals = _originals(pipe)
     for name in names:
+        param = parameter(pipe, name)
         touching = [e for e in edits if name in e.param_names]
         if not touching:
-            params[name].copy_(originals.pop(name))
-            continue
-        total = originals[name].double()
-        for e in touching:
-            total = total + e.delta(name).to(total.device, torch.float64)
-        params[name].copy_(total.to(params[name].dtype))
+            param.copy_(originals.pop(name))
+        elif len(touching) == 1:
+            torch.add(originals[name], touching[0].delta(name).to(param.device, param.dtype), out=param.data)
+        else:
+            total = originals[name].double()
+            for e in touching:
+                total = total + e.delta(name).to(total.device, torch.float64)
+            param.copy_(total.to(param.dtype))

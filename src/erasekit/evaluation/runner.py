@@ -17,8 +17,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import ErasekitError
-from ..models import kv_weights
-from ..models.fingerprint import architecture_hash, tensors_hash
+from ..models.fingerprint import model_fingerprint
 from ..sampling import generate
 from ..utils.files import atomic_write_json, save_image
 from .prompts import PromptItem
@@ -33,11 +32,6 @@ class EvalRun:
     guidance: float
     prompt_source: str
     judge: dict = field(default_factory=dict)   # how images are scored (recorded in the protocol)
-
-
-def model_fingerprint(pipe) -> dict:
-    return {"family": getattr(pipe, "erasekit_family", "unknown"), "architecture": architecture_hash(pipe),
-            "kv_weights": tensors_hash(kv_weights(pipe.unet)), "source": str(getattr(pipe, "erasekit_source", ""))}
 
 
 def protocol(pipe, run: EvalRun, edits: list) -> dict:

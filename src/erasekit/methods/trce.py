@@ -1,10 +1,12 @@
-"""TRCE stage 1 — Towards Reliable Concept Erasure (Chen et al., ICCV 2025), the closed-form part.
+"""TRCE — Towards Reliable Concept Erasure (Chen et al., ICCV 2025), both stages.
 
-300 (malicious, safe) prompt pairs (20 concept pairs x 15 templates): the first-EoT row of each malicious prompt is
-mapped to W0 times the first-EoT row of its safe counterpart, on every K/V matrix, with a preservation prior
-C2 = Σ e eᵀ over all tokens of a caption list (cached on disk per model) and λ = 0.
+Stage 1, closed form: 300 (malicious, safe) prompt pairs (20 concept pairs x 15 templates): the first-EoT row of
+each malicious prompt is mapped to W0 times the first-EoT row of its safe counterpart, on every K/V matrix, with a
+preservation prior C2 = Σ e eᵀ over all tokens of a caption list (cached on disk per model) and λ = 0.
+Stage 2, fine-tuning (`trce_stage2`): contrastive steering of the early trajectory on the stage-1 model. Two stages
+is the default and one Edit holds both; `stages=1` gives the closed-form edit alone.
 
-    edit = erasekit.erase(pipe, method="trce", concepts=["nudity"])
+    edit = erasekit.erase(pipe, method="trce", concepts=["nudity"])              # stages=1: closed form only
 """
 from __future__ import annotations
 
@@ -16,11 +18,14 @@ import torch
 from safetensors.torch import load_file
 
 from ..edits import WeightDelta
+from ..errors import ErasekitError
 from ..closed_form.solver import solve
 from ..models import encode, kv_weights
 from ..models.fingerprint import tensors_hash
 from ..utils.files import atomic_save_tensors
+from .finetune import FineTuneConfig, finetuned_edit
 from .registry import register_method
+from .trce_stage2 import steer
 from .uce import to_edit
 
 TEMPLATES = (
@@ -34,20 +39,35 @@ REFERENCE_TOKENS = 30_000 * 77
 
 
 @dataclass
-class TRCEConfig:
+class TRCEConfig(FineTuneConfig):
+    stages: int = 2                   # 1: the closed-form edit alone; 2: plus contrastive steering
+    # stage 1
     prior_scale: float | None = None  # s: 0.01 for one concept, 0.02 for several (None: chosen that way)
     captions: str | None = None       # a text file, one caption a line; default: built-in neutral list
     cache_dir: str | None = None      # where priors are cached (default ~/.cache/erasekit/trce)
     parity_wordcount_eot: bool = False  # official-code parity: EoT index from whitespace word count (wrong)
     lam: float = 0.0                  # the authors use none; a random-init text encoder needs some
+    # stage 2 (the shared fine-tuning settings above, with the authors' values)
+    steps: int = 300
+    lr: float = 1e-6
+    optimizer: str = "adamw"
+    trainable: str = "selfattn-xattn-q"
+    guidance_target: float = 15.0     # g of the steering targets
+    margin: float = 0.01
+    lam_uncond: float = 100.0         # weight of keeping the stage-1 unconditional prediction
+    early_fraction: float = 0.5       # x_t from the first half of the trajectory (t ∈ [480, 1000) of 50 steps)
+
+
+def concept_pairs(spec) -> list[tuple[str, str]]:
+    """(malicious, safe) concepts: a preset's list, else target → anchor."""
+    if spec.pairs:
+        return [(m, spec.pairs["safe"]) for m in spec.pairs["malicious"]]
+    return list(zip(spec.targets, spec.anchors))
 
 
 def pairs(spec) -> list[tuple[str, str]]:
-    """(malicious, safe) prompts: concept pairs (a preset's list, else target → anchor) times the templates."""
-    if spec.pairs:
-        concepts = [(m, spec.pairs["safe"]) for m in spec.pairs["malicious"]]
-    else:
-        concepts = list(zip(spec.targets, spec.anchors))
+    """(malicious, safe) prompts: the concept pairs times the templates."""
+    concepts = concept_pairs(spec)
     templates = spec.templates if spec.templates != ["{}"] else TEMPLATES
     return [(t.format(m), t.format(s)) for m, s in concepts for t in templates]
 
@@ -89,8 +109,27 @@ def prior(pipe, captions: list[str], cache_dir: str | None) -> tuple[torch.Tenso
     return c2, tokens
 
 
-@register_method("trce", TRCEConfig, "TRCE stage 1: closed-form first-EoT erasure with a caption prior")
+@register_method("trce", TRCEConfig, "TRCE: closed-form first-EoT erasure with a caption prior, then "
+                 "contrastive steering of early denoising")
 def erase_trce(pipe, spec, config: TRCEConfig) -> WeightDelta:
+    if config.stages not in (1, 2):
+        raise ErasekitError(f"TRCE has stages 1 and 2: stages must be 1 or 2, not {config.stages!r}")
+    first = stage1(pipe, spec, config)
+    if config.stages == 1:
+        return first
+    first.apply(pipe)
+    try:
+        deltas, result = steer(pipe, concept_pairs(spec), config, first)
+    finally:
+        first.remove(pipe)
+    stage1_deltas = {name: (first.tensors[f"up.{name}"], first.tensors[f"down.{name}"])
+                     if f"up.{name}" in first.tensors else first.tensors[f"delta.{name}"]
+                     for name in first.param_names}
+    return finetuned_edit(pipe, {**stage1_deltas, **deltas}, "trce", spec, config, result,
+                          **first.metadata["protocol"], stage2_pairs=len(concept_pairs(spec)))
+
+
+def stage1(pipe, spec, config: TRCEConfig) -> WeightDelta:
     prompt_pairs = pairs(spec)
     malicious = eot_rows(pipe, [m for m, _ in prompt_pairs], config.parity_wordcount_eot)
     safe = eot_rows(pipe, [s for _, s in prompt_pairs], config.parity_wordcount_eot)

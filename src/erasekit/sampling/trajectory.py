@@ -67,11 +67,7 @@ def conditioning(pipe, prompts: list[str] | None, *, prompt_embeds: torch.Tensor
     sdxl = getattr(pipe, "text_encoder_2", None) is not None
     rows, pooled = prompt_embeds, pooled_prompt_embeds
     if guidance > 1.0:
-        negative = encode(pipe, [negative_prompt or ""], warn=False)
-        neg_embeds, neg_pooled = negative.embeddings, negative.pooled
-        if not negative_prompt and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
-            neg_embeds = torch.zeros_like(neg_embeds)
-            neg_pooled = torch.zeros_like(neg_pooled)
+        neg_embeds, neg_pooled = unconditional(pipe, negative_prompt)
         rows = torch.cat([neg_embeds.to(device, dtype).expand(n, -1, -1), prompt_embeds])
         if sdxl:
             pooled = torch.cat([neg_pooled.to(device, dtype).expand(n, -1), pooled_prompt_embeds.to(device, dtype)])
@@ -84,6 +80,27 @@ def conditioning(pipe, prompts: list[str] | None, *, prompt_embeds: torch.Tensor
         time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=device, dtype=dtype).expand(rows.shape[0], -1)
         added = {"text_embeds": pooled.to(device, dtype), "time_ids": time_ids}
     return Conditioning(rows, added, guidance)
+
+
+def unconditional(pipe, negative_prompt: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(embeddings (1, tokens, d), pooled or None) of the unconditional branch, as the pipelines make it: the
+    encoded negative prompt, or "" — which SDXL replaces by zeros."""
+    negative = encode(pipe, [negative_prompt or ""], warn=False)
+    embeds, pooled = negative.embeddings, negative.pooled
+    if not negative_prompt and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
+        embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
+    return embeds, pooled
+
+
+def predict(pipe, x: torch.Tensor, t, embeddings: torch.Tensor, pooled: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """The UNet's plain (unguided) prediction for latents `x` at timestep `t` under the given text rows (one per
+    latent, or one for all), with SDXL's added conditioning built as the pipelines build it."""
+    n = x.shape[0]
+    embeddings = embeddings.expand(n, -1, -1) if embeddings.shape[0] == 1 else embeddings
+    pooled = pooled.expand(n, -1) if pooled is not None and pooled.shape[0] == 1 else pooled
+    cond = conditioning(pipe, None, prompt_embeds=embeddings, pooled_prompt_embeds=pooled, guidance=1.0)
+    return noise_prediction(pipe.unet, x, t, cond)
 
 
 def _sample_size(pipe) -> int:

@@ -1,0 +1,230 @@
+"""Fine-tuning a pipeline's UNet for an erasure method: choose the trainable weights, train them in full or as
+LoRA (peft, through diffusers' `add_adapter`), query the frozen original alongside without a second UNet, and
+package what was learned as one WeightDelta. The pipeline is left exactly as it was.
+
+    with FineTuning(pipe, "xattn") as tuning:          # or lora_rank=4
+        train(loss_fn, tuning.parameters, config)       # loss_fn uses pipe.unet and `with tuning.frozen(): ...`
+        deltas = tuning.deltas()
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..edits import WeightDelta
+from ..errors import ErasekitError
+from ..models import encode
+from ..sampling import ddim_scheduler, sampler_defaults, trajectory, unconditional
+from ..training import TrainingConfig, train
+
+# Named selections of UNet parameters (diffusers names). ESD's: "xattn" (cross-attention) and "noxattn"
+# (everything but cross-attention, the time embedding and the output layers, as the authors' code does).
+SELECTIONS = {
+    "xattn": r"\.attn2\.",
+    "xattn-kv": r"\.attn2\.to_[kv]\.",
+    "noxattn": r"^(?!.*\.attn2\.)(?!time_embedding\.)(?!conv_out\.)(?!conv_norm_out\.)",
+    "selfattn-xattn-q": r"\.attn1\.|\.attn2\.to_q\.",  # TRCE stage 2
+}
+
+
+def select_parameters(unet: torch.nn.Module, selection: str) -> dict[str, torch.nn.Parameter]:
+    """UNet parameters matching a named selection (SELECTIONS) or a regular expression over their names."""
+    pattern = SELECTIONS.get(selection, selection)
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise ErasekitError(f"trainable selection {selection!r} is not a valid regular expression: {e}") from None
+    chosen = {n: p for n, p in unet.named_parameters() if regex.search(n)}
+    if not chosen:
+        raise ErasekitError(f"the trainable selection {selection!r} matches no parameter of this UNet "
+                            f"(named selections: {', '.join(SELECTIONS)})")
+    return chosen
+
+
+@contextmanager
+def swapped(parameters: dict[str, torch.nn.Parameter], tensors: dict[str, torch.Tensor]):
+    """Parameters hold other tensors for the duration (their storage is swapped, nothing is copied)."""
+    kept = {n: parameters[n].data for n in tensors}
+    for n, t in tensors.items():
+        parameters[n].data = t
+    try:
+        yield
+    finally:
+        for n, t in kept.items():
+            parameters[n].data = t
+
+
+class FineTuning:
+    """The trainable state of one fine-tuning run on `pipe.unet` (a context manager: leaving it restores the UNet
+    bit-exactly, trained or not). Full-rank: the selected weights themselves train, their originals are kept to
+    answer `frozen()` by swapping storage (no copy of the UNet). LoRA (`lora_rank` > 0): rank-r adapters on the
+    selected linear layers, switched off for `frozen()`."""
+
+    def __init__(self, pipe, selection: str, lora_rank: int = 0, lora_alpha: float | None = None,
+                 gradient_checkpointing: bool = False):
+        if lora_rank < 0:
+            raise ErasekitError(f"lora_rank must be ≥ 0, not {lora_rank}")
+        self.pipe, self.unet, self.selection = pipe, pipe.unet, selection
+        self.lora_rank, self.lora_alpha = lora_rank, lora_alpha if lora_alpha is not None else lora_rank
+        self.checkpointing = gradient_checkpointing
+        self.selected = select_parameters(self.unet, selection)
+        self.parameters: dict[str, torch.Tensor] = {}
+        self.originals: dict[str, torch.Tensor] = {}
+
+    def __enter__(self) -> "FineTuning":
+        self.unet.requires_grad_(False)
+        if self.checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        if self.lora_rank:
+            self._add_lora()
+        else:
+            self.originals = {n: p.detach().clone() for n, p in self.selected.items()}
+            for p in self.selected.values():
+                p.requires_grad_(True)
+            self.parameters = dict(self.selected)
+        return self
+
+    def _add_lora(self) -> None:
+        from peft import LoraConfig
+        modules = sorted({n.rsplit(".", 1)[0] for n in self.selected if n.endswith(".weight")
+                          and isinstance(self.unet.get_submodule(n.rsplit(".", 1)[0]), torch.nn.Linear)})
+        if not modules:
+            raise ErasekitError(f"LoRA needs linear layers, and {self.selection!r} selects none")
+        config = LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha, init_lora_weights="gaussian",
+                            target_modules=modules)  # full module names: peft matches them exactly
+        self.unet.add_adapter(config, adapter_name="erasekit")
+        self.parameters = {n: p for n, p in self.unet.named_parameters() if "lora_" in n}
+        for p in self.parameters.values():
+            p.requires_grad_(True)
+        self.lora_modules = modules
+
+    @contextmanager
+    def frozen(self):
+        """The UNet as it was before training, for the duration (no gradients)."""
+        with torch.no_grad():
+            if self.lora_rank:
+                self.unet.disable_adapters()
+                try:
+                    yield
+                finally:
+                    self.unet.enable_adapters()
+                return
+            with swapped(self.selected, self.originals):
+                yield
+
+    def deltas(self) -> dict[str, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """What was learned, by canonical parameter name: full ΔW, or LoRA's exact (up, down) factors."""
+        if not self.lora_rank:
+            return {f"unet.{n}": (p.detach() - self.originals[n]) for n, p in self.selected.items()}
+        scale = self.lora_alpha / self.lora_rank
+        out = {}
+        for module in self.lora_modules:
+            layer = self.unet.get_submodule(module)
+            down = layer.lora_A["erasekit"].weight.detach()
+            up = layer.lora_B["erasekit"].weight.detach() * scale
+            out[f"unet.{module}.weight"] = (up, down)
+        return out
+
+    def __exit__(self, *exc) -> None:
+        if self.lora_rank:
+            self.unet.unload_lora()
+        else:
+            with torch.no_grad():
+                for n, p in self.selected.items():
+                    p.data = self.originals[n]
+        self.unet.requires_grad_(False)
+        if self.checkpointing:
+            self.unet.disable_gradient_checkpointing()
+
+
+@dataclass
+class FineTuneConfig:
+    """Settings every fine-tuning method shares; each method's config subclasses it with its authors' defaults.
+    x_t for the losses comes from DDIM trajectories of the frozen model (guidance `sample_guidance`,
+    `sample_steps` steps) stopped at a random step."""
+    steps: int = 200                 # optimiser steps
+    lr: float = 1e-5
+    batch_size: int = 1              # prompts (and x_t) per step
+    optimizer: str = "adam"
+    grad_clip: float = 1.0
+    seed: int = 0
+    sample_steps: int | None = None  # DDIM steps of the x_t trajectories (None: the model's sampler default)
+    sample_guidance: float = 3.0     # guidance of those trajectories
+    trainable: str = ""              # a named selection (finetune.SELECTIONS) or a regex; empty: the method's
+    lora_rank: int = 0               # > 0: train rank-r LoRA adapters (peft) instead of the weights themselves
+    gradient_checkpointing: bool = False
+    work_dir: str = ""               # checkpoints and loss log here; a run found there resumes
+
+    def training(self) -> TrainingConfig:
+        return TrainingConfig(steps=self.steps, lr=self.lr, optimizer=self.optimizer, grad_clip=self.grad_clip,
+                              seed=self.seed, checkpoint_every=max(1, self.steps // 4), log_every=5)
+
+
+# Prompts the fine-tuning methods train on when the spec gives no templates of its own: the concept alone and in
+# neutral frames, so what is unlearned is the concept rather than one sentence (nothing about colour or setting).
+GENERIC_TEMPLATES = ("{}", "a {}", "a photo of {}", "a picture of {}", "an image of {}", "a drawing of {}",
+                     "a painting of {}", "a rendering of {}")
+
+
+def training_templates(spec) -> list[str]:
+    return list(spec.templates) if list(spec.templates) != ["{}"] else list(GENERIC_TEMPLATES)
+
+
+def training_prompts(spec, concepts: list[str] | None = None) -> list[str]:
+    """Each concept (default: the targets) in each training template, target-major: prompt i of two calls with
+    aligned concept lists uses the same template."""
+    return [template.format(c) for c in (concepts or spec.targets) for template in training_templates(spec)]
+
+
+@dataclass
+class Prompts:
+    """Encoded prompts a loss draws from, and the unconditional rows."""
+    texts: list[str]
+    embeddings: torch.Tensor
+    pooled: torch.Tensor | None
+    empty: torch.Tensor
+    empty_pooled: torch.Tensor | None
+
+    @classmethod
+    def encode(cls, pipe, texts: list[str]) -> "Prompts":
+        encoded = encode(pipe, texts, warn=False)
+        empty, empty_pooled = unconditional(pipe)
+        return cls(texts, encoded.embeddings, encoded.pooled, empty, empty_pooled)
+
+    def rows(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.embeddings[index], None if self.pooled is None else self.pooled[index]
+
+
+def draw_noised_latents(pipe, tuning: FineTuning, prompts: Prompts, config: FineTuneConfig, generator,
+                        early: float = 1.0, model=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(prompt indices, x_t, t): a batch of prompts and seeds, and the frozen model's DDIM trajectory for them
+    stopped at a random step among the first `early` share of steps, all drawn from the step's generator.
+    `model`: a context manager factory giving the model to sample with (default: the frozen one)."""
+    steps = config.sample_steps or sampler_defaults(pipe)[0]
+    index = torch.randint(len(prompts.texts), (config.batch_size,), generator=generator)
+    seeds = torch.randint(0, 2**31 - 1, (config.batch_size,), generator=generator).tolist()
+    k = int(torch.randint(max(1, round(early * steps)), (1,), generator=generator))
+    embeddings, pooled = prompts.rows(index)
+    with (model or tuning.frozen)():
+        x = trajectory(pipe, None, seeds, steps=steps, guidance=config.sample_guidance, stop_at=k,
+                       prompt_embeds=embeddings, pooled_prompt_embeds=pooled).final
+    return index, x, ddim_scheduler(pipe, steps).timesteps[k]
+
+
+def run_training(tuning: FineTuning, loss_fn, method: str, config: FineTuneConfig, record: dict):
+    """The training loop on the tuning's parameters, resumable in `config.work_dir` (a resume must match the
+    method, its settings and `record`)."""
+    return train(loss_fn, tuning.parameters, config.training(), folder=config.work_dir or None,
+                 record={"method": method, "config": asdict(config), **record}, desc=f"{method}: training")
+
+
+def finetuned_edit(pipe, deltas: dict, method: str, spec, config, result, **protocol) -> WeightDelta:
+    """The WeightDelta of a fine-tuning run (made once the UNet is restored, so its fingerprint is the base's)."""
+    losses = result.losses
+    summary = {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+               "train_seconds": round(result.seconds, 2), "resumed_from_step": result.first_step}
+    return WeightDelta.create(pipe, deltas, method=method, concepts=spec.targets,
+                              config={**asdict(config), "spec": spec.to_dict()}, protocol={**summary, **protocol})
