@@ -30,7 +30,7 @@ def test_same_seed_same_bytes_whatever_the_batch_size(tiny_dirs, tmp_path):
 
 
 def test_every_subcommand_has_help_with_model_option(capsys):
-    for command in ("generate", "erase", "eval", "attack", "bench", "report", "gie-adapter"):  # every subcommand
+    for command in ("generate", "erase", "eval", "attack", "bench", "report", "gie-adapter", "purify"):
         assert cli([command, "--help"]) == 0
         assert "--model" in capsys.readouterr().out
 
@@ -73,3 +73,21 @@ def test_the_torchvision_notice_is_silenced_and_other_warnings_stay():
                           env={**os.environ, "CI": "true"})
     assert done.returncode == 0, done.stderr
     assert "torchvision" not in done.stderr and "another transformers warning" in done.stderr
+
+
+def test_purify_writes_one_image_per_input_and_refuses_unreadable_ones(tiny_dirs, tmp_path, capsys):
+    from PIL import Image
+    model = str(tiny_dirs["sd1"])
+    assert cli(["erase", "--model", model, "--method", "abo", "--concept", "cat", "--anchor", "dog", "--option",
+                "steps=2", "--option", "sample_steps=2", "--out", str(tmp_path / "edit")]) == 0
+    Image.new("RGB", (48, 48), (200, 30, 30)).save(tmp_path / "red.png")
+    out = tmp_path / "purified"
+    assert cli(["purify", "--model", model, "--image", str(tmp_path / "red.png"), "--edit", str(tmp_path / "edit"),
+                "--steps", "3", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["purify.json", "red.png"]
+    assert Image.open(out / "red.png").size == (32, 32)  # the model's resolution
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    none = tmp_path / "none"
+    assert cli(["purify", "--model", model, "--image", str(tmp_path / "broken.png"), "--edit",
+                str(tmp_path / "edit"), "--out", str(none)]) == 2
+    assert "cannot read image" in capsys.readouterr().err and not none.exists()

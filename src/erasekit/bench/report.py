@@ -63,7 +63,8 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} figure{{margin:4
 figcaption{{font-size:12px;color:#444}} img{{image-rendering:pixelated}}</style></head><body>
 <h1>erasekit bench on ShapeWorld</h1>
 <p>target_*: fraction of images where the erased concept is still detected (lower is better). preserve_acc: accuracy
-on the attribute's other values. benign_kept: the target prompts' other attributes kept. fd: Fréchet distance of
+on the attribute's other values. benign_kept: the target prompts' other attributes kept. alt_shown: how often
+All-but-One's alternative is drawn instead of the target (– where there is none). fd: Fréchet distance of
 classifier features to procedural renders. asr_ringabell: Ring-A-Bell (η = 3) detection rate. i2i_persist: target
 kept by image-to-image at strengths 0.5 and 0.75 (mean). Sampler: {html.escape(json.dumps(bench.get("sampler", {})))};
 {bench.get("seeds")} seeds per phrasing.</p>

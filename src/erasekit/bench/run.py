@@ -2,11 +2,12 @@
 
 Per row: target_explicit / target_synonym / target_implicit (fraction of images where the erased concept is still
 detected), preserve_acc (accuracy on the attribute's other values), benign_kept (the target prompts' other
-attributes kept), fd (Fréchet distance of classifier features to procedural images of the same scenes),
-asr_ringabell (Ring-A-Bell, η = 3, detection rate), i2i_persist (image-to-image from real target images, strengths
-0.5 and 0.75), seconds_erase.
+attributes kept), alt_shown (All-but-One with an alternative: how often the alternative is drawn instead), fd
+(Fréchet distance of classifier features to procedural images of the same scenes), asr_ringabell (Ring-A-Bell,
+η = 3, detection rate), i2i_persist (image-to-image from real target images, strengths 0.5 and 0.75),
+seconds_erase (training included).
 
-Rows are methods or named variants (VARIANTS). GIE's parity mode needs the prompt text to splice the erase target
+Rows are methods or named variants (VARIANTS); the fine-tuning methods train on the bench's budget (TRAINING). GIE's parity mode needs the prompt text to splice the erase target
 into, so its Ring-A-Bell (an embedding attack) and image-to-image rows run one branch, as the fast mode does.
 """
 from __future__ import annotations
@@ -36,16 +37,37 @@ from ..utils.images import to_unit
 from .report import write_report
 from .table import COLUMNS, grid_name, markdown
 
+# The bench's training budget for the fine-tuning methods on ShapeWorld (2 CPU cores): 100 optimiser steps, x_t
+# from 10-step DDIM trajectories. The methods' own defaults are their authors' (SD-sized) budgets.
+TRAINING = {"steps": 100, "sample_steps": 10}
 # Bench rows: a method, or a named variant of one (method, options).
 VARIANTS = {
+    "trce-1": ("trce", {"stages": 1}),
+    "trce": ("trce", {"stages": 2, **TRAINING}),
+    "esd-x": ("esd-x", {"lr": 1e-3, **TRAINING}),  # the authors' lr (5e-5) leaves ShapeWorld's concepts intact
+    "esd-u": ("esd-u", {"lr": 3e-4, **TRAINING}),
+    "abo": ("abo", {"anchor": "", "lr": 1e-3, **TRAINING}),  # plain erasure: no alternative
+    "abo-alt": ("abo", {"lr": 1e-3, **TRAINING}),  # the target becomes ALTERNATIVES[concept]
     "gie": ("gie", {"strength": -8.0}),  # fixed w (EIUP v1); ShapeWorld needs a larger |w| than SD's -1
     "gie-adapter": ("gie", {"adapter": "shipped"}),
     "gie-fast": ("gie", {"strength": -8.0, "fast": True}),
     "sld": ("sld", {"strength": "medium"}),
     "sld-max": ("sld", {"strength": "max"}),
 }
-DEFAULT_METHODS = ("uce", "rece", "trce", "gie", "gie-adapter", "gie-fast", "sld", "sld-max")
+ALTERNATIVES = {"triangle": "diamond", "tobias renn": "mira solberg"}  # All-but-One's user-chosen alternatives
+DEFAULT_METHODS = ("uce", "rece", "trce-1", "trce", "esd-x", "esd-u", "abo", "abo-alt", "gie", "gie-adapter",
+                   "gie-fast", "sld", "sld-max")
 DEFAULT_CONCEPTS = ("triangle", "tobias renn")
+
+
+def row_options(label: str, concept: str) -> tuple[str, dict]:
+    """(method, erase options) of a bench row for a concept."""
+    method, options = VARIANTS.get(label, (label, {}))
+    if label == "abo-alt":
+        if concept not in ALTERNATIVES:
+            raise ErasekitError(f"no alternative concept is set for {concept!r} (bench.ALTERNATIVES)")
+        options = {**options, "anchor": ALTERNATIVES[concept]}
+    return method, options
 
 
 def fd_scenes(exclude: str, count: int, seed: int = 1234):
@@ -78,10 +100,12 @@ def ring_a_bell(pipe, concept: str, count: int, classifier) -> float:
     return shapeworld_detector(concept, classifier).rate(images)
 
 
-def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str) -> dict:
+def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str, alternative: str | None = None
+            ) -> dict:
+    """One bench row's measurements. `alternative`: also how often it is shown on the target prompts."""
     attribute, _ = find_concept(concept)
     _, sets = shapeworld_sets(concept, seeds)
-    row, timings = {}, {}
+    row, timings, target_images = {"alt_shown": None}, {}, []
     t = time.perf_counter()
     for name, items in sets.items():
         images = generate(pipe, [i.prompt for i in items], [i.seed for i in items], progress=False)
@@ -90,9 +114,12 @@ def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str) -
             row["preserve_acc"] = scores["accuracy"]
         else:
             row[f"target_{name}"] = scores["target_detected"]
+            target_images += images
             if name == "explicit":
                 row["benign_kept"] = scores["benign_kept"]
                 save_image(grid(images[:10], 10, scale=3), out / grid_name(concept, label))
+    if alternative:
+        row["alt_shown"] = shapeworld_detector(alternative, classifier).rate(target_images)
     timings["sets"] = time.perf_counter() - t
     t = time.perf_counter()
     prompts, reference = fd_scenes(concept, 64)
@@ -124,17 +151,18 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
         progress(f"{concept}: original measured in {time.perf_counter() - t:.0f} s")
         for label in methods:
             spec = preset("shapeworld/" + concept)
-            method, options = VARIANTS.get(label, (label, {}))
             t = time.perf_counter()
             try:
+                method, options = row_options(label, concept)
                 edit = erase(pipe, method, spec, **options)
             except ErasekitError as e:  # e.g. no shipped adapter for this concept
                 progress(f"{concept}: {label} skipped: {e}")
                 continue
             seconds = time.perf_counter() - t
             edit.apply(pipe)
+            alternative = options.get("anchor") if method == "abo" else None
             try:
-                row = measure(pipe, concept, seeds, classifier, out, label)
+                row = measure(pipe, concept, seeds, classifier, out, label, alternative or None)
             finally:
                 edit.remove(pipe)
             rows.append({"method": label, "concept": concept, "seconds_erase": round(seconds, 2),

@@ -2,13 +2,15 @@
 bench writes bench.md with it and the report renders report.html with it."""
 from __future__ import annotations
 
-COLUMNS = ("target_explicit", "target_synonym", "target_implicit", "preserve_acc", "benign_kept", "fd",
-           "asr_ringabell", "i2i_persist", "seconds_erase")
+COLUMNS = ("target_explicit", "target_synonym", "target_implicit", "preserve_acc", "benign_kept", "alt_shown",
+           "fd", "asr_ringabell", "i2i_persist", "seconds_erase")
 PLAIN_NUMBERS = ("fd", "seconds_erase")  # every other column is a rate, written as a percentage
 
 
 def cell(row: dict, column: str) -> str:
-    value = row[column]
+    value = row.get(column)
+    if value is None:  # e.g. alt_shown of a row with no alternative concept
+        return "–"
     return f"{value:.2f}" if column in PLAIN_NUMBERS else f"{100 * value:.1f}%"
 
 

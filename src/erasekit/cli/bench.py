@@ -13,8 +13,10 @@ def add_parsers(sub) -> None:
                        "DIR/bench.md and DIR/report.html.")
     add_model(p, " (a ShapeWorld-vocabulary model)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                   help="methods or variants (gie: fixed w = -8; gie-adapter: the shipped scale adapter; gie-fast: "
-                   "one branch; sld / sld-max: presets medium / max); default: %(default)s")
+                   help="methods or variants (trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x, "
+                   "esd-u, abo (plain erasure), abo-alt (triangle → diamond, tobias renn → mira solberg): trained "
+                   "for 100 steps on x_t from 10-step trajectories; gie: fixed w = -8; gie-adapter: the shipped "
+                   "scale adapter; gie-fast: one branch; sld / sld-max: presets medium / max); default: %(default)s")
     p.add_argument("--concepts", nargs="+", default=list(DEFAULT_CONCEPTS), help="ShapeWorld shapes or artists")
     p.add_argument("--seeds", type=COUNT, default=4, help="images per phrasing (default 4)")
     p.add_argument("--out", required=True, metavar="DIR")

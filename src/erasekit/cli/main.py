@@ -13,7 +13,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 from ..errors import ErasekitError
 from ..version import __version__
-from . import attack, bench, erase, eval as eval_command, generate, gie_adapter
+from . import attack, bench, erase, eval as eval_command, generate, gie_adapter, purify
 
 
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parsers(sub)
     attack.add_parser(sub)
     gie_adapter.add_parser(sub)
+    purify.add_parser(sub)
     return parser
 
 

@@ -70,3 +70,23 @@ def erase_abo(pipe, spec, config: ABOConfig):
         deltas = tuning.deltas()
     return finetuned_edit(pipe, deltas, "abo", spec, config, result, prompts=len(prompts.texts),
                           alternative=None if plain else spec.anchors)
+
+
+def purify(pipe, edit, images, prompt: str | None = None, steps: int | None = None, guidance: float | None = None):
+    """All-but-One's purification: DDIM-invert each image with the original model, then regenerate it from that
+    noise with `edit` applied (deterministic DDIM) — under a prompt naming the concept (default: the edit's
+    concepts), where the edit acts. Returns PIL images; the pipeline is left as it was."""
+    from ..sampling import decode, invert, sampler_defaults, trajectory
+    from ..utils.images import to_uint8
+    arrays = to_uint8(images)
+    default_steps, default_guidance = sampler_defaults(pipe)
+    steps = steps or default_steps
+    prompts = [", ".join(edit.concepts) if prompt is None else prompt] * len(arrays)
+    noise = invert(pipe, arrays, prompts, steps)
+    edit.apply(pipe)
+    try:
+        final = trajectory(pipe, prompts, [0] * len(arrays), steps=steps, latents=noise,
+                           guidance=default_guidance if guidance is None else guidance).final
+    finally:
+        edit.remove(pipe)
+    return decode(pipe, final)

@@ -132,9 +132,9 @@ class FineTuning:
         if self.lora_rank:
             self.unet.unload_lora()
         else:
-            with torch.no_grad():
-                for n, p in self.selected.items():
-                    p.data = self.originals[n]
+            with torch.no_grad():  # values back into the weights' own storage: a new allocation may change
+                for n, p in self.selected.items():  # how kernels round, and the UNet must be as it was
+                    p.copy_(self.originals[n])
         self.unet.requires_grad_(False)
         if self.checkpointing:
             self.unet.disable_gradient_checkpointing()

@@ -1,0 +1,155 @@
+"""The fine-tuning erasers (ESD-x, ESD-u, All-but-One, TRCE's two stages) on the training core: each runs on
+every family, leaves the pipeline as it found it, returns one reversible WeightDelta, reproduces from its seed and
+resumes; bad settings are refused before any training."""
+import numpy as np
+import pytest
+import torch
+
+import erasekit
+from erasekit.concepts import ConceptError
+from erasekit.errors import ErasekitError
+from erasekit.training import TrainingError
+
+TINY = {"steps": 2, "sample_steps": 2, "lr": 1e-3}
+
+
+def unet_state(pipe):
+    return {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+
+
+def prediction(pipe, prompt="a red cat"):
+    from erasekit.sampling import predict
+    enc = erasekit.encode(pipe, [prompt])
+    unet = pipe.unet
+    x = torch.randn(1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size,
+                    generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return predict(pipe, x, torch.tensor(500), enc.embeddings, enc.pooled)
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+@pytest.mark.parametrize("method, options", [("esd-x", {}), ("esd-u", {}), ("abo", {"anchor": "dog"}),
+                                             ("trce", {"anchor": "dog", "lam": 1e-3})])
+def test_methods_train_on_every_family_and_leave_the_pipeline_alone(tiny_dirs, family, method, options, tmp_path):
+    pipe = erasekit.load_pipeline(tiny_dirs[family])
+    before, base = unet_state(pipe), prediction(pipe)
+    if method == "trce":
+        options = {**options, "cache_dir": str(tmp_path)}
+    edit = erasekit.erase(pipe, method, ["cat"], **TINY, **options)
+    after = unet_state(pipe)
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert all(name.startswith("unet.") for name in edit.param_names)
+    edit.apply(pipe)
+    assert not torch.allclose(prediction(pipe), base)
+    edit.remove(pipe)
+    assert torch.equal(prediction(pipe), base)
+    assert edit.metadata["protocol"]["last_loss"] is not None
+
+
+def test_trained_selections_follow_the_authors(tiny_dirs):
+    from erasekit.methods.finetune import select_parameters
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    xattn = select_parameters(pipe.unet, "xattn")
+    assert xattn and all(".attn2." in n for n in xattn)
+    rest = select_parameters(pipe.unet, "noxattn")
+    assert not any(".attn2." in n or n.startswith(("time_embedding.", "conv_out.")) for n in rest)
+    assert len(xattn) + len(rest) < len(list(pipe.unet.named_parameters()))
+    steer = select_parameters(pipe.unet, "selfattn-xattn-q")
+    assert steer and all(".attn1." in n or ".attn2.to_q." in n for n in steer)
+    with pytest.raises(ErasekitError, match="matches no parameter"):
+        select_parameters(pipe.unet, "no_such_layer")
+
+
+def test_trce_holds_both_stages_and_one_stage_is_the_closed_form(tiny_dirs, tmp_path):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    options = {"anchor": "dog", "lam": 1e-3, "cache_dir": str(tmp_path)}
+    one = erasekit.erase(pipe, "trce", ["cat"], stages=1, **options)
+    two = erasekit.erase(pipe, "trce", ["cat"], **TINY, **options)
+    assert set(one.param_names) < set(two.param_names)
+    for name in one.param_names:
+        torch.testing.assert_close(two.delta(name), one.delta(name))
+    steered = set(two.param_names) - set(one.param_names)
+    assert steered and all(".attn1." in n or ".attn2.to_q." in n for n in steered)
+
+
+def test_same_seed_same_edit_and_a_killed_run_resumes(tiny_dirs, tmp_path, monkeypatch):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    options = {**TINY, "steps": 8, "anchor": "dog"}
+    first = erasekit.erase(pipe, "abo", ["cat"], **options)
+    second = erasekit.erase(pipe, "abo", ["cat"], **options)
+    assert all(torch.equal(first.delta(n), second.delta(n)) for n in first.param_names)
+
+    import erasekit.training.loop as loop
+    step = loop._step
+
+    def dies_after_five(loss_fn, tensors, optimizer, config, index):
+        if index == 5:
+            raise KeyboardInterrupt
+        return step(loss_fn, tensors, optimizer, config, index)
+    monkeypatch.setattr(loop, "_step", dies_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        erasekit.erase(pipe, "abo", ["cat"], work_dir=str(tmp_path / "run"), **options)
+    monkeypatch.undo()
+    assert all(torch.equal(a, b) for a, b in zip(unet_state(pipe).values(),
+                                                 erasekit.load_pipeline(tiny_dirs["sd1"]).unet.state_dict().values()))
+    resumed = erasekit.erase(pipe, "abo", ["cat"], work_dir=str(tmp_path / "run"), **options)
+    assert resumed.metadata["protocol"]["resumed_from_step"] == 4
+    assert all(torch.equal(first.delta(n), resumed.delta(n)) for n in first.param_names)
+    with pytest.raises(TrainingError, match="other settings"):
+        erasekit.erase(pipe, "abo", ["cat"], work_dir=str(tmp_path / "run"), **{**options, "lr": 2e-3})
+
+
+def test_lora_training_exports_a_lora_plain_diffusers_loads(tiny_dirs, tmp_path):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    edit = erasekit.erase(pipe, "abo", ["cat"], anchor="dog", lora_rank=2, **{**TINY, "steps": 3, "lr": 1e-2})
+    assert any(k.startswith("up.") for k in edit.tensors) and not any(k.startswith("delta.") for k in edit.tensors)
+    assert not any("lora" in n for n, _ in pipe.unet.named_parameters())  # the adapters are gone again
+    edit.apply(pipe)
+    ours = prediction(pipe)
+    edit.remove(pipe)
+    edit.export_lora(tmp_path / "lora.safetensors")
+    plain = erasekit.load_pipeline(tiny_dirs["sd1"])
+    plain.load_lora_weights(str(tmp_path / "lora.safetensors"))
+    torch.testing.assert_close(prediction(plain), ours, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("options, error, match", [
+    ({"anchor": "cat"}, ConceptError, "the target itself"),
+    ({"lr": 0.0}, TrainingError, "lr must be"),
+    ({"lr": float("nan")}, TrainingError, "lr must be"),
+    ({"steps": 0}, TrainingError, "steps must be"),
+    ({"trainable": "no_such_layer"}, ErasekitError, "matches no parameter"),
+])
+def test_bad_settings_are_refused_before_training(tiny_dirs, tmp_path, options, error, match):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    with pytest.raises(error, match=match):
+        erasekit.erase(pipe, "abo", ["cat"], work_dir=str(tmp_path / "w"), **{**TINY, **options})
+    assert not (tmp_path / "w" / "checkpoint").exists()
+
+
+def test_a_loss_that_becomes_nan_stops_with_a_clear_error(tiny_dirs, monkeypatch):
+    import erasekit.methods.abo as abo
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    before = unet_state(pipe)
+    monkeypatch.setattr(abo.F, "mse_loss", lambda a, b: (a - b).pow(2).mean() * float("nan"))
+    with pytest.raises(TrainingError, match="loss became nan"):
+        erasekit.erase(pipe, "abo", ["cat"], anchor="dog", **TINY)
+    assert all(torch.equal(v, before[k]) for k, v in unet_state(pipe).items())
+
+
+@pytest.mark.slow
+def test_all_but_one_turns_shapeworld_triangles_into_diamonds_and_purifies_images():
+    from erasekit.detectors import for_concept
+    from erasekit.methods.abo import purify
+    from erasekit.shapeworld.domain import Scene
+    from erasekit.shapeworld.render import render
+    pipe = erasekit.load_pipeline()
+    edit = erasekit.erase(pipe, "abo", ["triangle"], anchor="diamond", lr=1e-3, steps=60, sample_steps=10)
+    prompts = ["a red triangle", "a blue yield sign on a white background", "a green trigon"] * 3
+    edit.apply(pipe)
+    images = erasekit.generate(pipe, prompts, list(range(9)), progress=False)
+    edit.remove(pipe)
+    assert for_concept("triangle").rate(images) <= 2 / 9 and for_concept("diamond").rate(images) >= 6 / 9
+    real = np.stack([render(Scene("triangle", c, "solid", "white"), i) for i, c in enumerate(["red", "blue"])])
+    assert for_concept("triangle").rate(real) == 1.0
+    assert for_concept("triangle").rate(purify(pipe, edit, real)) == 0.0
