@@ -57,7 +57,8 @@ def test_small_bench_on_shapeworld(tmp_path):
     assert rows[2]["options"] == {"strength": -8.0, "fast": True}
     rows = rows[:2]
     for row in rows:
-        assert all(0 <= row[c] <= 1 for c in COLUMNS if c not in ("fd", "seconds_erase"))
+        assert row["alt_shown"] is None  # no alternative concept in these rows
+        assert all(0 <= row[c] <= 1 for c in COLUMNS if c not in ("fd", "seconds_erase", "alt_shown"))
     original, edited = rows
     assert edited["target_explicit"] <= original["target_explicit"]  # erasing never adds the target
     grids = [(tmp_path / f"grid_triangle_{m}.png").read_bytes() for m in ("original", "uce")]

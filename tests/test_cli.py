@@ -91,3 +91,9 @@ def test_purify_writes_one_image_per_input_and_refuses_unreadable_ones(tiny_dirs
     assert cli(["purify", "--model", model, "--image", str(tmp_path / "broken.png"), "--edit",
                 str(tmp_path / "edit"), "--out", str(none)]) == 2
     assert "cannot read image" in capsys.readouterr().err and not none.exists()
+
+
+def test_erase_options_read_numbers_as_python_does():
+    from erasekit.cli.erase import parse_options
+    assert parse_options(["lr=1e-3", "steps=20", "anchor=dog", "fast=true", "lora-rank=4"]) == \
+        {"lr": 1e-3, "steps": 20, "anchor": "dog", "fast": True, "lora_rank": 4}

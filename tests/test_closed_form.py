@@ -137,11 +137,11 @@ def test_trce_uses_300_pairs_for_nudity_and_first_eot_rows(sd1, tmp_path):
 
 
 def test_trce_prior_is_cached_per_model(sd1, tmp_path):
-    edit = erasekit.erase(sd1, "trce", ["nude"], anchor="cat", cache_dir=str(tmp_path), lam=1e-3)
+    edit = erasekit.erase(sd1, "trce", ["nude"], anchor="cat", cache_dir=str(tmp_path), lam=1e-3, stages=1)
     cached = list(tmp_path.glob("prior-*.safetensors"))
     assert len(cached) == 1
     stamp = cached[0].stat().st_mtime_ns
-    again = erasekit.erase(sd1, "trce", ["nude"], anchor="cat", cache_dir=str(tmp_path), lam=1e-3)
+    again = erasekit.erase(sd1, "trce", ["nude"], anchor="cat", cache_dir=str(tmp_path), lam=1e-3, stages=1)
     assert cached[0].stat().st_mtime_ns == stamp
     for name in edit.param_names:
         torch.testing.assert_close(edit.delta(name), again.delta(name))
@@ -150,15 +150,15 @@ def test_trce_prior_is_cached_per_model(sd1, tmp_path):
 
 def test_trce_refuses_a_singular_system_without_regularisation(sd1, tmp_path):
     with pytest.raises(SolverError):  # a random-init final LayerNorm centres every row: Σ e eᵀ is singular
-        erasekit.erase(sd1, "trce", ["nude"], cache_dir=str(tmp_path))
+        erasekit.erase(sd1, "trce", ["nude"], cache_dir=str(tmp_path), stages=1)
 
 
 @pytest.mark.parametrize("family", ["sd2", "sdxl"])
 def test_methods_run_on_every_family(tiny_dirs, family, tmp_path):
     pipe = erasekit.load_pipeline(tiny_dirs[family])
     before = {n: w.clone() for n, w in kv_weights(pipe.unet).items()}
-    for method, options in (("uce", {}), ("rece", {"epochs": 1}), ("trce", {"cache_dir": str(tmp_path),
-                                                                             "lam": 1e-3})):
+    closed_form_trce = {"cache_dir": str(tmp_path), "stages": 1, "lam": 1e-3}
+    for method, options in (("uce", {}), ("rece", {"epochs": 1}), ("trce", closed_form_trce)):
         edit = erasekit.erase(pipe, method, ["nude"], **options)
         assert set(edit.param_names) == {"unet." + n for n in before}
         edit.apply(pipe)

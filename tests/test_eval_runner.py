@@ -98,13 +98,12 @@ def test_killed_run_resumes_to_the_same_images_and_metrics(tiny_dirs, edit_dir, 
 
 
 @pytest.mark.slow
-def test_two_accelerate_processes_give_the_one_process_result(tiny_dirs, edit_dir, captions, tmp_path):
+def test_two_processes_give_the_one_process_result(tiny_dirs, edit_dir, captions, tmp_path):
     """Both runs use one thread per process: CPU float sums are only bit-stable for a fixed thread count."""
     single, double = tmp_path / "single", tmp_path / "double"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     module = ["-m", "erasekit.cli.main"]
-    launcher = ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", *module]
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2", *module]
     for prefix, out in ((module, single), (launcher, double)):
         done = subprocess.run([sys.executable, *prefix, *eval_args(tiny_dirs, edit_dir, captions, out)],
                               capture_output=True, text=True, timeout=300, env=env)

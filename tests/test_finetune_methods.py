@@ -153,3 +153,26 @@ def test_all_but_one_turns_shapeworld_triangles_into_diamonds_and_purifies_image
     real = np.stack([render(Scene("triangle", c, "solid", "white"), i) for i, c in enumerate(["red", "blue"])])
     assert for_concept("triangle").rate(real) == 1.0
     assert for_concept("triangle").rate(purify(pipe, edit, real)) == 0.0
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_with_two_micro_batches(tiny_dirs, tmp_path):
+    """Data-parallel: process r takes micro-batch r of each step and the gradients are averaged, so two processes
+    equal one process accumulating two micro-batches (up to the order of float sums)."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "erasekit.cli.main", "erase", "--model", str(tiny_dirs["sd1"]), "--method", "abo", "--concept",
+            "cat", "--anchor", "dog", "--option", "steps=3", "--option", "sample_steps=2", "--option", "lr=1e-3"]
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    runs = {"double": [*launcher, *args, "--out", str(tmp_path / "double")],
+            "single": [*args, "--option", "accumulation=2", "--out", str(tmp_path / "single")],
+            "one": [*args, "--out", str(tmp_path / "one")]}
+    for command in runs.values():
+        done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    double, single, one = (erasekit.load_edit(tmp_path / name) for name in ("double", "single", "one"))
+    for name in single.param_names:
+        torch.testing.assert_close(double.delta(name), single.delta(name), rtol=1e-4, atol=1e-7)
+    assert any(not torch.allclose(one.delta(n), single.delta(n)) for n in one.param_names)

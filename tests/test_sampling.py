@@ -60,3 +60,21 @@ def test_gradients_flow_to_prompt_embeddings_only_when_asked(tiny_dirs):
     out.square().mean().backward()
     assert embeds.grad is not None and embeds.grad.abs().sum() > 0
     assert not trajectory(pipe, None, SEEDS, steps=2, prompt_embeds=embeds).final.requires_grad
+
+
+@pytest.mark.parametrize("strength", [0.5, 0.75])
+def test_image_to_image_matches_diffusers_and_runs_on_sdxl(tiny_dirs, strength):
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from erasekit.sampling import image_to_image
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    sources = generate(pipe, PROMPTS, [7, 8], steps=3, progress=False)
+    theirs = StableDiffusionImg2ImgPipeline(**pipe.components)
+    theirs.set_progress_bar_config(disable=True)
+    expected = theirs(PROMPTS, image=sources, strength=strength, num_inference_steps=6, guidance_scale=7.5,
+                      generator=[torch.Generator().manual_seed(s) for s in SEEDS]).images
+    ours = image_to_image(pipe, sources, PROMPTS, SEEDS, strength=strength, steps=6, guidance=7.5)
+    assert [a.tobytes() for a in ours] == [b.tobytes() for b in expected]
+    xl = erasekit.load_pipeline(tiny_dirs["sdxl"])
+    out = image_to_image(xl, generate(xl, PROMPTS, [7, 8], steps=3, progress=False), PROMPTS, SEEDS,
+                         strength=strength, steps=4)
+    assert len(out) == 2 and out[0].size == sources[0].size

@@ -14,7 +14,11 @@ def add_parser(sub) -> None:
     methods = ", ".join(f"{m.name} ({m.summary})" for m in METHODS.values())
     p = sub.add_parser("erase", help="erase concepts from a model and write an Edit folder",
                        description=f"Erase concepts and write DIR/edit.json + DIR/tensors.safetensors. Methods: "
-                       f"{methods}. Apply the result with 'erasekit generate --edit DIR'.")
+                       f"{methods}. Apply the result with 'erasekit generate --edit DIR'. The fine-tuning methods "
+                       "take the training options steps, lr, batch_size, accumulation, seed, lora_rank, trainable, "
+                       "sample_steps, work_dir (checkpoints; a run found there resumes); train data-parallel with "
+                       "'torchrun --nproc_per_node N -m erasekit.cli.main erase ...' (CPU) or 'accelerate launch "
+                       "--num_processes N -m erasekit.cli.main erase ...' (GPUs).")
     add_model(p)
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="the erasure method")
     p.add_argument("--concept", action="append", default=[], metavar="C",
@@ -40,8 +44,13 @@ def parse_options(pairs: list[str]) -> dict:
     for pair in pairs:
         if "=" not in pair:
             raise ErasekitError(f"--option {pair!r}: expected KEY=VALUE")
-        key, value = pair.split("=", 1)
-        value = yaml.safe_load(value)
+        key, text = pair.split("=", 1)
+        value = yaml.safe_load(text)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as text: take what Python reads as a number as one
+            try:
+                value = float(text)
+            except ValueError:
+                pass
         if isinstance(value, float) and not math.isfinite(value):
             raise ErasekitError(f"--option {pair!r}: expected a finite number")
         options[key.strip().replace("-", "_")] = value
@@ -64,6 +73,9 @@ def run(args) -> int:
     spec = resolve(args.concept or None, anchor=args.anchor, preserve=args.preserve, spec_file=args.spec)
     pipe = load_pipeline(args.model)
     edit = erase(pipe, args.method, spec, **options)
+    from ..utils.processes import process_state
+    if not process_state().is_main_process:  # data-parallel training: every process holds the same edit
+        return 0
     if args.lora and edit.kind != "weight_delta":  # refused before anything is written
         raise ErasekitError(f"--lora: {args.method} makes an {edit.kind} edit, which acts at sampling time; only "
                             "weight-delta edits can be exported as LoRA")

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
                        description="Generate with the original and the edited model (same prompts, seeds, sampler), "
                        "store the images as they are made (a killed run resumes), score them, and write "
                        "DIR/results.json with the whole protocol. Scale out with "
-                       "'accelerate launch --num_processes N -m erasekit.cli.main eval ...'.")
+                       "'torchrun --nproc_per_node N -m erasekit.cli.main eval ...' (CPU) or 'accelerate launch "
+                       "--num_processes N -m erasekit.cli.main eval ...' (GPUs).")
     add_model(p)
     add_edits(p)
     p.add_argument("--prompts", required=True, metavar="SET", help=SETS_HELP)
@@ -62,7 +63,7 @@ def run(args) -> int:
     for edit in reversed(edits):
         edit.remove(pipe)
     results = run_eval(pipe, edits, eval_run, args.out, args.batch_size)
-    if not results:  # a non-main process under accelerate: the main one reports
+    if not results:  # a non-main process of a data-parallel run: the main one reports
         return 0
     for variant, sets in results["metrics"].items():
         for name, scores in sets.items():

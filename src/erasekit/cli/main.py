@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
+    if os.environ.get("DIFFUSERS_VERBOSITY") == "error":
+        diffusers_logging.set_verbosity_error()  # diffusers may have been imported before the default was set
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     with warnings.catch_warnings():  # restored on return (main is also called in-process, by tests)

@@ -19,8 +19,8 @@ FULL, UP, DOWN = "delta.", "up.", "down."
 @register_edit_kind
 class WeightDelta(Edit):
     """Add ΔW to named parameters. `remove` restores the exact original tensors, whatever the order in which
-    stacked edits are removed. Applying keeps a copy of each touched weight only (untouched ones are neither
-    copied nor hashed)."""
+    stacked edits are removed. Applying keeps each touched weight's original tensor (no copy) and gives the
+    parameter a new, edited one; untouched weights are neither copied nor hashed."""
     kind = "weight_delta"
 
     def __init__(self, tensors: dict[str, torch.Tensor] | None = None, **metadata):
@@ -72,8 +72,8 @@ class WeightDelta(Edit):
 
     def _apply(self, pipe) -> None:
         originals = _originals(pipe)
-        for name in self.param_names:
-            originals.setdefault(name, parameter(pipe, name).detach().clone())
+        for name in self.param_names:  # the original tensor itself is kept (no copy); the edited weight is new
+            originals.setdefault(name, parameter(pipe, name).data)
         _recompute(pipe, self.param_names, pending=self)
 
     def _remove(self, pipe) -> None:
@@ -124,7 +124,8 @@ def _weights_hash(pipe, names: list[str], kind: str | None) -> str:
 
 @torch.no_grad()
 def _recompute(pipe, names: list[str], pending: WeightDelta | None = None) -> None:
-    """W = W_original + Σ ΔW of the applied weight-delta edits, in order; the exact original when none remain.
+    """W = W_original + Σ ΔW of the applied weight-delta edits, in order, as a new tensor; with none left, the
+    parameter gets its original tensor back (the very storage it had: bit-exact, and computed with as before).
     One edit's ΔW is added in the weight's own precision; several are summed in float64 first, so the result
     does not depend on the order they were applied in."""
     edits = [e for e in edit_state(pipe).stack if isinstance(e, WeightDelta)] + ([pending] if pending else [])
@@ -132,12 +133,13 @@ def _recompute(pipe, names: list[str], pending: WeightDelta | None = None) -> No
     for name in names:
         param = parameter(pipe, name)
         touching = [e for e in edits if name in e.param_names]
+        original = originals[name]
         if not touching:
-            param.copy_(originals.pop(name))
+            param.data = originals.pop(name)
         elif len(touching) == 1:
-            torch.add(originals[name], touching[0].delta(name).to(param.device, param.dtype), out=param.data)
+            param.data = original + touching[0].delta(name).to(original.device, original.dtype)
         else:
-            total = originals[name].double()
+            total = original.double()
             for e in touching:
                 total = total + e.delta(name).to(total.device, torch.float64)
-            param.copy_(total.to(param.dtype))
+            param.data = total.to(original.dtype)

@@ -2,11 +2,10 @@
 neutral prompts, and measure how often the target survives (the edit should remove it; the original keeps it)."""
 from __future__ import annotations
 
-import torch
 from PIL import Image
 
 from ..detectors import shapeworld_detector
-from ..sampling import sampler_defaults
+from ..sampling import image_to_image
 from ..shapeworld.domain import find_concept
 from ..shapeworld.render import scene_images
 
@@ -21,20 +20,14 @@ def source_images(target: str, count: int, seed: int = 0) -> tuple[str, list[Ima
     return attribute, [Image.fromarray(image) for image in images]
 
 
-@torch.no_grad()
 def persistence(pipe, target: str, count: int = 16, strengths=STRENGTHS, steps: int | None = None,
                 seed: int = 0, classifier=None) -> dict[str, float]:
-    """strength → fraction of regenerated images in which the classifier still sees the target."""
-    from diffusers import StableDiffusionImg2ImgPipeline
+    """strength → fraction of regenerated images in which the classifier still sees the target (image i from
+    seed `seed + i`, on erasekit's sampler: any family)."""
     _, images = source_images(target, count, seed)
     detector = shapeworld_detector(target, classifier)
-    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
-    img2img.set_progress_bar_config(disable=True)
-    default_steps, guidance = sampler_defaults(pipe)
-    out = {}
-    for strength in strengths:
-        result = img2img([NEUTRAL_PROMPTS[k % len(NEUTRAL_PROMPTS)] for k in range(count)], image=images,
-                         strength=strength, num_inference_steps=steps or default_steps, guidance_scale=guidance,
-                         generator=[torch.Generator().manual_seed(seed + k) for k in range(count)]).images
-        out[f"strength={strength:g}"] = detector.rate(result)
-    return out
+    prompts = [NEUTRAL_PROMPTS[k % len(NEUTRAL_PROMPTS)] for k in range(count)]
+    seeds = [seed + k for k in range(count)]
+    return {f"strength={strength:g}": detector.rate(image_to_image(pipe, images, prompts, seeds, strength=strength,
+                                                                   steps=steps))
+            for strength in strengths}

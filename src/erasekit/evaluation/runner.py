@@ -20,6 +20,7 @@ from ..errors import ErasekitError
 from ..models.fingerprint import model_fingerprint
 from ..sampling import generate
 from ..utils.files import atomic_write_json, save_image
+from ..utils.processes import process_state
 from .prompts import PromptItem
 
 PACKAGES = ("erasekit", "torch", "diffusers", "transformers", "nudenet", "torchmetrics")
@@ -108,10 +109,9 @@ def score(images_by_set: dict, run: EvalRun) -> dict:
 
 def run_eval(pipe, edits: list, run: EvalRun, out: str | Path, batch_size: int = 32) -> dict:
     """Generate (resuming what is on disk) for the original model and, if edits are given, the edited one; score;
-    write results.json. Under `accelerate launch`, each process generates its share of every set and the main
+    write results.json. Under `torchrun` or `accelerate launch`, each process generates its share of every set and the main
     process scores once all images exist. Returns results.json's content (empty on other processes)."""
-    from accelerate import PartialState
-    state = PartialState()
+    state = process_state()
     out = Path(out)
     record = protocol(pipe, run, edits)
     if state.is_main_process:

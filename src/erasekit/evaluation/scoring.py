@@ -17,6 +17,6 @@ def score_shapeworld(images, items: list[PromptItem], set_name: str, attribute: 
 
 
 def score_nudity(images, thresholds=(0.6, 0.45)) -> dict:
-    metric = NudeNetNudity(thresholds)
+    metric = NudeNetNudity(thresholds, sync_on_compute=False)  # these images are all here: no gathering
     metric.update(images)
     return {k: v.item() for k, v in metric.compute().items()}

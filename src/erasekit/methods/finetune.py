@@ -147,7 +147,8 @@ class FineTuneConfig:
     `sample_steps` steps) stopped at a random step."""
     steps: int = 200                 # optimiser steps
     lr: float = 1e-5
-    batch_size: int = 1              # prompts (and x_t) per step
+    batch_size: int = 1              # prompts (and x_t) per micro-batch
+    accumulation: int = 1            # micro-batches per step (under `accelerate launch`: per process)
     optimizer: str = "adam"
     grad_clip: float = 1.0
     seed: int = 0
@@ -160,7 +161,8 @@ class FineTuneConfig:
 
     def training(self) -> TrainingConfig:
         return TrainingConfig(steps=self.steps, lr=self.lr, optimizer=self.optimizer, grad_clip=self.grad_clip,
-                              seed=self.seed, checkpoint_every=max(1, self.steps // 4), log_every=5)
+                              accumulation=self.accumulation, seed=self.seed,
+                              checkpoint_every=max(1, self.steps // 4), log_every=5)
 
 
 # Prompts the fine-tuning methods train on when the spec gives no templates of its own: the concept alone and in

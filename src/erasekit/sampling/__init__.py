@@ -1,9 +1,10 @@
 """The one sampler every command uses (per-image seeds: an image depends only on its own seed), and denoising
 trajectories for the methods and attacks that train or optimise through sampling."""
+from .img2img import image_to_image
 from .inversion import encode_images, invert
 from .sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate, prompt_per_seed, sample, sampler_defaults
 from .trajectory import Trajectory, ddim_scheduler, ddim_step, decode, predict, trajectory, unconditional
 
 __all__ = ["DEFAULT_GUIDANCE", "DEFAULT_STEPS", "Trajectory", "ddim_scheduler", "ddim_step", "decode", "encode_images",
-           "generate", "invert",
+           "generate", "image_to_image", "invert",
            "predict", "prompt_per_seed", "sample", "sampler_defaults", "trajectory", "unconditional"]

@@ -179,34 +179,43 @@ def trajectory(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps
     default_steps, default_guidance = sampler_defaults(pipe)
     steps = check_steps(pipe, default_steps if steps is None else steps)
     guidance = default_guidance if guidance is None else guidance
-    stop_at = steps if stop_at is None else stop_at
-    if not 0 <= stop_at <= steps:
-        raise ValueError(f"stop_at must be between 0 and {steps}, not {stop_at}")
-    if log_probs and eta <= 0:
-        raise ValueError("log-probabilities need a stochastic step: give eta > 0")
     if prompt_embeds is None:
         prompts = prompt_per_seed(prompts, seeds)
-    keep = range(steps + 1) if keep == "all" else set(keep)
     with contextlib.nullcontext() if grad else torch.no_grad():
         cond = conditioning(pipe, prompts, prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
                             guidance=guidance, negative_prompt=negative_prompt)
         x, generators = initial_latents(pipe, seeds)
         x = x if latents is None else latents.to(x.device, x.dtype)
         scheduler = ddim_scheduler(pipe, steps)
-        x = x * scheduler.init_noise_sigma
-        result = Trajectory(scheduler.timesteps[:stop_at])
-        logps = []
-        for k, t in enumerate(scheduler.timesteps[:stop_at]):
-            eps = noise_prediction(pipe.unet, scheduler.scale_model_input(x, t), t, cond)
-            if k in keep:
-                result.latents[k], result.noise_predictions[k] = x, eps
-            x, logp = ddim_step(scheduler, eps, t, x, eta, generators)
-            if logp is not None:
-                logps.append(logp)
-        if stop_at in keep:
-            result.latents[stop_at] = x
-        result.final = x
-        result.log_probs = torch.stack(logps, dim=1) if log_probs else None
+        return denoise(pipe, cond, x * scheduler.init_noise_sigma, scheduler, generators, eta=eta, keep=keep,
+                       stop_at=stop_at, log_probs=log_probs)
+
+
+def denoise(pipe, cond: Conditioning, x: torch.Tensor, scheduler: DDIMScheduler, generators, *, start: int = 0,
+            stop_at: int | None = None, eta: float = 0.0, keep: str | list[int] = (), log_probs: bool = False
+            ) -> Trajectory:
+    """The DDIM loop over the scheduler's steps start … stop_at − 1, from x at step `start`."""
+    steps = len(scheduler.timesteps)
+    stop_at = steps if stop_at is None else stop_at
+    if not start <= stop_at <= steps:
+        raise ValueError(f"stop_at must be between {start} and {steps}, not {stop_at}")
+    if log_probs and eta <= 0:
+        raise ValueError("log-probabilities need a stochastic step: give eta > 0")
+    keep = range(steps + 1) if keep == "all" else set(keep)
+    result = Trajectory(scheduler.timesteps[start:stop_at])
+    logps = []
+    for k in range(start, stop_at):
+        t = scheduler.timesteps[k]
+        eps = noise_prediction(pipe.unet, scheduler.scale_model_input(x, t), t, cond)
+        if k in keep:
+            result.latents[k], result.noise_predictions[k] = x, eps
+        x, logp = ddim_step(scheduler, eps, t, x, eta, generators)
+        if logp is not None:
+            logps.append(logp)
+    if stop_at in keep:
+        result.latents[stop_at] = x
+    result.final = x
+    result.log_probs = torch.stack(logps, dim=1) if log_probs else None
     return result
 
 

@@ -7,7 +7,12 @@ Per optimiser step: `torch.manual_seed` and a generator are derived from (seed, 
 reproducible from its seed and a resumed run continues bit-identically; the loss of each micro-batch is checked
 (NaN or Inf stops the run with the last good checkpoint kept); gradients are accumulated, clipped, applied; the EMA
 (diffusers' EMAModel) follows; a CSV log and an atomic checkpoint are written every few steps when a folder is
-given."""
+given.
+
+Data-parallel under `torchrun --nproc_per_node N` (CPU) or `accelerate launch --num_processes N` (GPUs): process r computes micro-batches r, r + N, … of each
+step (so N processes with `accumulation` a see the micro-batches one process sees with accumulation N·a), the
+gradients are averaged across processes, every process applies the same update, and only the main process writes
+checkpoints and logs."""
 from __future__ import annotations
 
 import csv
@@ -20,6 +25,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..utils.processes import process_state
 from . import checkpoint as ckpt
 from .config import TrainingConfig, TrainingError
 from .randomness import derived_seed, generator
@@ -65,11 +71,13 @@ def train(loss_fn: Callable[[StepContext], torch.Tensor], parameters: dict[str, 
     ema = _ema(tensors, ema_decay)
     settings = {"training": config.record(), "parameters": {n: list(t.shape) for n, t in parameters.items()},
                 "ema_decay": ema_decay, **(record or {})}
+    _start_processes()
     folder = Path(folder) if folder is not None else None
     start = _resume(folder, settings, parameters, optimizer, ema)
-    log = _Log(folder / "log.csv", start) if folder is not None else None
+    log = _Log(folder / "log.csv", start) if folder is not None and _is_main() else None
     result, began = TrainingResult(first_step=start), time.perf_counter()
-    bar = tqdm(range(start, config.steps), desc=desc, initial=start, total=config.steps, disable=not progress)
+    bar = tqdm(range(start, config.steps), desc=desc, initial=start, total=config.steps,
+               disable=not progress or not _is_main())
     for step in bar:
         loss = _step(loss_fn, tensors, optimizer, config, step)
         if ema is not None:
@@ -81,7 +89,9 @@ def train(loss_fn: Callable[[StepContext], torch.Tensor], parameters: dict[str, 
             log.write(done, loss, config.lr_at(step), round(time.perf_counter() - began, 2))
         if folder is not None and (done == config.steps or (config.checkpoint_every and
                                                             done % config.checkpoint_every == 0)):
-            _save(folder, done, names, tensors, optimizer, ema, settings)
+            if _is_main():
+                _save(folder, done, names, tensors, optimizer, ema, settings)
+            _barrier()
     bar.close()
     if ema is not None:
         ema.copy_to(tensors)
@@ -93,21 +103,68 @@ def _step(loss_fn, tensors, optimizer, config: TrainingConfig, step: int) -> flo
     for group in optimizer.param_groups:
         group["lr"] = config.lr_at(step)
     optimizer.zero_grad(set_to_none=True)
+    world, rank = _world()
     total = 0.0
-    for micro in range(config.accumulation):
+    for k in range(config.accumulation):
+        micro = k * world + rank
         seed = derived_seed(config.seed, step, micro)
         torch.manual_seed(seed)  # anything drawing from the global generator (dropout) is seeded too
         loss = loss_fn(StepContext(step, micro, generator(config.seed, step, micro), seed))
-        value = float(loss.detach())
+        value = _mean_over_processes(float(loss.detach()), world)
         if not math.isfinite(value):
             raise TrainingError(f"the loss became {value} at step {step + 1}; training stopped, the last good "
                                 "checkpoint (if any) is kept")
         (loss / config.accumulation).backward()
         total += value / config.accumulation
+    if world > 1:
+        _average_gradients(tensors, world)
     if config.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(tensors, config.grad_clip)
     optimizer.step()
     return total
+
+
+def _world() -> tuple[int, int]:
+    """(number of processes, this one's index): (1, 0) unless launched data-parallel."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _is_main() -> bool:
+    return _world()[1] == 0
+
+
+def _mean_over_processes(value: float, world: int) -> float:
+    if world == 1:
+        return value
+    import torch.distributed as dist
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor) / world
+
+
+def _average_gradients(tensors, world: int) -> None:
+    import torch.distributed as dist
+    for t in tensors:
+        if t.grad is None:
+            t.grad = torch.zeros_like(t)
+        dist.all_reduce(t.grad)
+        t.grad /= world
+
+
+def _start_processes() -> None:
+    """Join the process group when launched as one of several processes (a no-op in a single process)."""
+    import os
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        process_state()
+
+
+def _barrier() -> None:
+    if _world()[0] > 1:
+        import torch.distributed as dist
+        dist.barrier()
 
 
 def _ema(tensors, decay: float | None):
