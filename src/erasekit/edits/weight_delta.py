@@ -46,6 +46,11 @@ class WeightDelta(Edit):
     def param_names(self) -> list[str]:
         return sorted({k.split(".", 1)[1] for k in self.tensors})
 
+    def stored(self) -> dict[str, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """name → ΔW as stored: full, or the exact (up, down) factors (what `create` takes)."""
+        return {n: (self.tensors[UP + n], self.tensors[DOWN + n]) if UP + n in self.tensors
+                else self.tensors[FULL + n] for n in self.param_names}
+
     def delta(self, name: str) -> torch.Tensor:
         name = canonical(name)
         if FULL + name in self.tensors:

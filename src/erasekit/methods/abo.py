@@ -57,8 +57,14 @@ def abo_loss(pipe, tuning, prompts: Prompts, alternatives: Prompts | None, confi
     return loss_fn
 
 
+def prepare(pipe, spec, config: ABOConfig) -> ABOConfig:
+    """Refuse an alternative equal to its target before anything trains."""
+    check_alternatives(spec)
+    return config
+
+
 @register_method("abo", ABOConfig, "All-but-One: fine-tune the target's guidance towards an alternative concept",
-                 prepare=lambda pipe, spec, config: (check_alternatives(spec), config)[1])
+                 prepare=prepare)
 def erase_abo(pipe, spec, config: ABOConfig):
     prompts = Prompts.encode(pipe, training_prompts(spec))
     plain = all(not a.strip() for a in spec.anchors)

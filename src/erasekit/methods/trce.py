@@ -122,10 +122,7 @@ def erase_trce(pipe, spec, config: TRCEConfig) -> WeightDelta:
         deltas, result = steer(pipe, concept_pairs(spec), config, first)
     finally:
         first.remove(pipe)
-    stage1_deltas = {name: (first.tensors[f"up.{name}"], first.tensors[f"down.{name}"])
-                     if f"up.{name}" in first.tensors else first.tensors[f"delta.{name}"]
-                     for name in first.param_names}
-    return finetuned_edit(pipe, {**stage1_deltas, **deltas}, "trce", spec, config, result,
+    return finetuned_edit(pipe, {**first.stored(), **deltas}, "trce", spec, config, result,
                           **first.metadata["protocol"], stage2_pairs=len(concept_pairs(spec)))
 
 
