@@ -22,6 +22,7 @@ from ..edits import active_session
 from ..errors import ErasekitError
 from ..sampling import generate
 from ..shapeworld.prompts import concept_sets
+from ..training import TrainingConfig, train
 from .gie import GIEConfig, erase_gie
 from .gie_scale import ScaleAdapter, load_adapter, save_adapter  # noqa: F401  (the files, re-exported)
 
@@ -80,19 +81,17 @@ def _generate(pipe, chunk, cfg):
 
 
 def fit(features: torch.Tensor, labels: torch.Tensor, cfg: AdapterTraining) -> tuple[ScaleAdapter, float]:
-    """Regress |w| on the features (every E token of an image gets the image's label); returns (adapter, MAE)."""
+    """Regress |w| on the features (every E token of an image gets the image's label), full batch with Adam on
+    the training loop; returns (adapter, MAE)."""
     torch.manual_seed(cfg.seed)
     x = features.reshape(-1, features.shape[-1]).float()
     y = labels.repeat_interleave(features.shape[1]).float()
     adapter = ScaleAdapter(x.shape[1])
     adapter.feature_mean.copy_(x.mean(0))
     adapter.feature_std.copy_(x.std(0).clamp_min(1e-8))
-    optimizer = torch.optim.Adam(adapter.mlp.parameters(), lr=cfg.lr)
-    for _ in range(cfg.iterations):
-        loss = torch.nn.functional.mse_loss(adapter(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    settings = TrainingConfig(steps=cfg.iterations, lr=cfg.lr, optimizer="adam", grad_clip=0.0, seed=cfg.seed)
+    train(lambda ctx: torch.nn.functional.mse_loss(adapter(x), y), dict(adapter.mlp.named_parameters()), settings,
+          desc="adapter: fit", progress=False)
     with torch.no_grad():
         mae = (adapter(x) - y).abs().mean().item()
     return adapter.eval(), mae
