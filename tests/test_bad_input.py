@@ -114,12 +114,18 @@ def test_cli_refuses_non_finite_and_out_of_range_numbers_when_parsing(tmp_path, 
     assert not out.exists()
 
 
-def test_steps_beyond_the_scheduler_are_one_line_errors(tmp_path, capsys):
-    out = tmp_path / "o"
-    assert cli(["generate", "--prompt", "a red triangle", "--steps", "9999", "--out", str(out)]) == 2
+def one_line_error(capsys, command: list[str], out) -> str:
+    """Run a command that must fail: exit 2, one line on stderr, nothing written to `out`. Returns the line."""
+    assert cli([*command, "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "steps must be a whole number from 1 to 1000" in err and len(err.strip().splitlines()) == 1
+    assert len(err.strip().splitlines()) == 1
     assert not out.exists()
+    return err
+
+
+def test_steps_beyond_the_scheduler_are_one_line_errors(tmp_path, capsys):
+    err = one_line_error(capsys, ["generate", "--prompt", "a red triangle", "--steps", "9999"], tmp_path / "o")
+    assert "steps must be a whole number from 1 to 1000" in err
 
 
 def test_a_prompt_cut_to_the_token_limit_warns_once_in_one_line(tmp_path, capsys):
@@ -132,11 +138,8 @@ def test_a_prompt_cut_to_the_token_limit_warns_once_in_one_line(tmp_path, capsys
 
 
 def test_a_concept_the_model_cannot_represent_is_refused(tmp_path, capsys):
-    out = tmp_path / "e"
-    assert cli(["erase", "--method", "uce", "--concept", "zzzz qqq", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "cannot represent 'zzzz', 'qqq'" in err and len(err.strip().splitlines()) == 1
-    assert not out.exists()
+    err = one_line_error(capsys, ["erase", "--method", "uce", "--concept", "zzzz qqq"], tmp_path / "e")
+    assert "cannot represent 'zzzz', 'qqq'" in err
 
 
 def test_words_split_into_pieces_warn_on_a_real_tokenizer(tiny_dirs):

@@ -257,8 +257,9 @@ def test_deltas_on_text_encoders_change_the_encoding_and_export_as_diffusers_lor
     g = torch.Generator().manual_seed(0)
     q, v = (next(n for n, _ in pipe.text_encoder.named_parameters() if n.endswith(suffix))
             for suffix in ("layers.0.self_attn.q_proj.weight", "layers.1.mlp.fc1.weight"))
+    kv = kv_names(pipe)[0]
     names = {"text_encoder." + q: pipe.text_encoder.get_parameter(q), "text_encoder." + v:
-             pipe.text_encoder.get_parameter(v), "unet." + kv_names(pipe)[0]: pipe.unet.get_parameter(kv_names(pipe)[0])}
+             pipe.text_encoder.get_parameter(v), "unet." + kv: pipe.unet.get_parameter(kv)}
     deltas = {n: (torch.randn(p.shape[0], 2, generator=g) * 0.3, torch.randn(2, p.shape[1], generator=g) * 0.3)
               for n, p in names.items()}
     edit = WeightDelta.create(pipe, deltas, method="test", concepts=["c"])

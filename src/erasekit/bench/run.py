@@ -7,8 +7,9 @@ attributes kept), alt_shown (All-but-One with an alternative: how often the alte
 η = 3, detection rate), i2i_persist (image-to-image from real target images, strengths 0.5 and 0.75),
 seconds_erase (training included).
 
-Rows are methods or named variants (VARIANTS); the fine-tuning methods train on the bench's budget (TRAINING). GIE's parity mode needs the prompt text to splice the erase target
-into, so its Ring-A-Bell (an embedding attack) and image-to-image rows run one branch, as the fast mode does.
+Rows are methods or named variants (VARIANTS); the fine-tuning methods train on the bench's budget (TRAINING).
+GIE's parity mode needs the prompt text to splice the erase target into, so its Ring-A-Bell (an embedding attack)
+and image-to-image rows run one branch, as the fast mode does.
 """
 from __future__ import annotations
 
@@ -103,8 +104,7 @@ def ring_a_bell(pipe, concept: str, count: int, classifier) -> float:
 def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str, alternative: str | None = None
             ) -> dict:
     """One bench row's measurements. `alternative`: also how often it is shown on the target prompts."""
-    attribute, _ = find_concept(concept)
-    _, sets = shapeworld_sets(concept, seeds)
+    attribute, sets = shapeworld_sets(concept, seeds)
     row, timings, target_images = {"alt_shown": None}, {}, []
     t = time.perf_counter()
     for name, items in sets.items():

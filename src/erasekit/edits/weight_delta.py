@@ -88,12 +88,11 @@ class WeightDelta(Edit):
         """Write ΔW as a LoRA file for `pipe.load_lora_weights(path)`: exact where the stored rank fits
         `max_rank`, otherwise an SVD truncation whose relative error is reported."""
         factors, report = {}, {}
-        for name in self.param_names:
+        for name, stored in self.stored().items():
             if not name.endswith(".weight") or self.delta(name).ndim != 2:
                 raise EditError(f"{name}: only linear-layer weights can be exported as LoRA")
-            stored_rank = self.tensors[UP + name].shape[1] if UP + name in self.tensors else None
-            if stored_rank is not None and (max_rank is None or stored_rank <= max_rank):
-                b, a, error = self.tensors[UP + name], self.tensors[DOWN + name], 0.0
+            if isinstance(stored, tuple) and (max_rank is None or stored[0].shape[1] <= max_rank):
+                (b, a), error = stored, 0.0
             else:
                 b, a, error = factor(self.delta(name), max_rank, tol)
             factors[name[: -len(".weight")]] = (b, a)  # `component.module`: diffusers' LoRA key prefix

@@ -109,8 +109,8 @@ def score(images_by_set: dict, run: EvalRun) -> dict:
 
 def run_eval(pipe, edits: list, run: EvalRun, out: str | Path, batch_size: int = 32) -> dict:
     """Generate (resuming what is on disk) for the original model and, if edits are given, the edited one; score;
-    write results.json. Under `torchrun` or `accelerate launch`, each process generates its share of every set and the main
-    process scores once all images exist. Returns results.json's content (empty on other processes)."""
+    write results.json. Under `torchrun` or `accelerate launch`, each process generates its share of every set and
+    the main process scores once all images exist. Returns results.json's content (empty on other processes)."""
     state = process_state()
     out = Path(out)
     record = protocol(pipe, run, edits)

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from ..concepts import ConceptError
-from ..sampling import predict
+from ..sampling import decode, invert, predict, settings, trajectory
+from ..utils.images import to_uint8
 from .finetune import (FineTuneConfig, FineTuning, Prompts, draw_noised_latents, finetuned_edit, run_training,
                        training_prompts)
 from .registry import register_method
@@ -69,8 +70,7 @@ def erase_abo(pipe, spec, config: ABOConfig):
     prompts = Prompts.encode(pipe, training_prompts(spec))
     plain = all(not a.strip() for a in spec.anchors)
     alternatives = None if plain else Prompts.encode(pipe, training_prompts(spec, spec.anchors))
-    with FineTuning(pipe, config.trainable, config.lora_rank,
-                    gradient_checkpointing=config.gradient_checkpointing) as tuning:
+    with FineTuning.of(pipe, config) as tuning:
         result = run_training(tuning, abo_loss(pipe, tuning, prompts, alternatives, config), "abo", config,
                               {"prompts": prompts.texts, "alternatives": spec.anchors})
         deltas = tuning.deltas()
@@ -82,17 +82,13 @@ def purify(pipe, edit, images, prompt: str | None = None, steps: int | None = No
     """All-but-One's purification: DDIM-invert each image with the original model, then regenerate it from that
     noise with `edit` applied (deterministic DDIM) — under a prompt naming the concept (default: the edit's
     concepts), where the edit acts. Returns PIL images; the pipeline is left as it was."""
-    from ..sampling import decode, invert, sampler_defaults, trajectory
-    from ..utils.images import to_uint8
     arrays = to_uint8(images)
-    default_steps, default_guidance = sampler_defaults(pipe)
-    steps = steps or default_steps
+    steps, guidance = settings(pipe, steps, guidance)
     prompts = [", ".join(edit.concepts) if prompt is None else prompt] * len(arrays)
     noise = invert(pipe, arrays, prompts, steps)
     edit.apply(pipe)
     try:
-        final = trajectory(pipe, prompts, [0] * len(arrays), steps=steps, latents=noise,
-                           guidance=default_guidance if guidance is None else guidance).final
+        final = trajectory(pipe, prompts, [0] * len(arrays), steps=steps, latents=noise, guidance=guidance).final
     finally:
         edit.remove(pipe)
     return decode(pipe, final)

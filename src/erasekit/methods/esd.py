@@ -10,8 +10,9 @@ samples with the frozen model; the authors' code samples with the model being tr
 with coefficients summing to 1, so it holds for v-prediction models as written. Variants: `esd-x` trains the
 cross-attention only (the authors' choice for styles), `esd-u` everything but cross-attention, the time embedding
 and the output layers (for nudity). Prompts: the concept alone and in neutral frames ("a photo of {}", …;
-`finetune.GENERIC_TEMPLATES`), or the spec's templates; the authors use the bare concept. Defaults: the authors' current code, 200 iterations at lr 5e-5 (their older
-code: 1,000 at 1e-5), batch 1, 50 DDIM steps for x_t on SD (here: the model's sampler steps unless set).
+`finetune.GENERIC_TEMPLATES`), or the spec's templates; the authors use the bare concept. Defaults: the authors'
+current code, 200 iterations at lr 5e-5 (their older code: 1,000 at 1e-5), batch 1, 50 DDIM steps for x_t on SD
+(here: the model's sampler steps unless set).
 
     edit = erasekit.erase(pipe, "esd-x", ["Van Gogh"])
     edit = erasekit.erase(pipe, "esd-u", ["nudity"], steps=1000, lr=1e-5, lora_rank=8)
@@ -47,8 +48,7 @@ class ESDUConfig(ESDConfig):
 
 def esd(pipe, spec, config: ESDConfig, method: str):
     prompts = Prompts.encode(pipe, training_prompts(spec))
-    with FineTuning(pipe, config.trainable, config.lora_rank,
-                    gradient_checkpointing=config.gradient_checkpointing) as tuning:
+    with FineTuning.of(pipe, config) as tuning:
         def loss_fn(ctx):
             index, x, t = draw_noised_latents(pipe, tuning, prompts, config, ctx.generator)
             embeddings, pooled = prompts.rows(index)

@@ -74,6 +74,11 @@ class FineTuning:
         self.parameters: dict[str, torch.Tensor] = {}
         self.originals: dict[str, torch.Tensor] = {}
 
+    @classmethod
+    def of(cls, pipe, config: "FineTuneConfig") -> "FineTuning":
+        """The tuning a method's config asks for: its selection, LoRA rank and checkpointing."""
+        return cls(pipe, config.trainable, config.lora_rank, gradient_checkpointing=config.gradient_checkpointing)
+
     def __enter__(self) -> "FineTuning":
         self.unet.requires_grad_(False)
         if self.checkpointing:

@@ -37,8 +37,7 @@ def steer(pipe, concept_pairs: list[tuple[str, str]], config, stage1) -> tuple[d
     bad, good, blank = Prompts.encode(pipe, malicious), Prompts.encode(pipe, safe), Prompts.encode(pipe, [""])
     originals = edit_state(pipe).originals
     kv = {n: p for n, p in pipe.unet.named_parameters() if f"unet.{n}" in stage1.param_names}
-    with FineTuning(pipe, config.trainable, config.lora_rank,
-                    gradient_checkpointing=config.gradient_checkpointing) as tuning:
+    with FineTuning.of(pipe, config) as tuning:
         @contextmanager
         def original():
             with tuning.frozen(), swapped(kv, {n: originals[f"unet.{n}"] for n in kv}):

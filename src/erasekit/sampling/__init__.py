@@ -2,9 +2,11 @@
 trajectories for the methods and attacks that train or optimise through sampling."""
 from .img2img import image_to_image
 from .inversion import encode_images, invert
-from .sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS, generate, prompt_per_seed, sample, sampler_defaults
-from .trajectory import Trajectory, ddim_scheduler, ddim_step, decode, predict, trajectory, unconditional
+from .sampler import (DEFAULT_GUIDANCE, DEFAULT_STEPS, generate, prompt_per_seed, sample, sampler_defaults,
+                      seed_generators, settings, unconditional)
+from .trajectory import Trajectory, ddim_scheduler, ddim_step, decode, predict, trajectory
 
 __all__ = ["DEFAULT_GUIDANCE", "DEFAULT_STEPS", "Trajectory", "ddim_scheduler", "ddim_step", "decode", "encode_images",
            "generate", "image_to_image", "invert",
-           "predict", "prompt_per_seed", "sample", "sampler_defaults", "trajectory", "unconditional"]
+           "predict", "prompt_per_seed", "sample", "sampler_defaults", "seed_generators", "settings", "trajectory",
+           "unconditional"]

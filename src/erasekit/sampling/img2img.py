@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .sampler import check_steps, prompt_per_seed, sampler_defaults
+from .sampler import prompt_per_seed, seed_generators, settings
 from .trajectory import conditioning, ddim_scheduler, decode, denoise
 
 
@@ -19,9 +19,7 @@ def image_to_image(pipe, images, prompts: list[str] | str, seeds: list[int], *, 
     Returns PIL images."""
     if not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1], not {strength}")
-    default_steps, default_guidance = sampler_defaults(pipe)
-    steps = check_steps(pipe, default_steps if steps is None else steps)
-    guidance = default_guidance if guidance is None else guidance
+    steps, guidance = settings(pipe, steps, guidance)
     prompts = prompt_per_seed(prompts, seeds)
     images = list(images)
     if len(images) != len(seeds):
@@ -35,7 +33,7 @@ def image_to_image(pipe, images, prompts: list[str] | str, seeds: list[int], *, 
 
 def _batch(pipe, images, prompts, seeds, strength, steps, guidance, negative_prompt):
     device = pipe.unet.device
-    generators = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+    generators = seed_generators(seeds, device)
     scheduler = ddim_scheduler(pipe, steps)
     start = steps - min(int(steps * strength), steps)
     pixels = pipe.image_processor.preprocess(images).to(device, pipe.vae.dtype)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..utils.images import to_signed, to_uint8
-from .trajectory import conditioning, ddim_scheduler, noise_prediction
+from .trajectory import conditioning, ddim_scheduler, noise_prediction, x0_and_epsilon
 
 
 @torch.no_grad()
@@ -30,15 +30,8 @@ def invert(pipe, images, prompts: list[str], steps: int, guidance: float = 1.0) 
         alpha_cur = alphas[t_cur] if t_cur >= 0 else scheduler.final_alpha_cumprod.to(x.device)
         alpha_next = alphas[int(t)]
         output = noise_prediction(pipe.unet, x, t, cond)
-        eps = _epsilon(scheduler.config.prediction_type, output, x, alpha_next)
+        eps = x0_and_epsilon(scheduler.config.prediction_type, output, x, alpha_next)[1]
         x0 = (x - (1 - alpha_cur).sqrt() * eps) / alpha_cur.sqrt()
         x = alpha_next.sqrt() * x0 + (1 - alpha_next).sqrt() * eps
     return x
 
-
-def _epsilon(kind: str, output: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    if kind == "epsilon":
-        return output
-    if kind == "v_prediction":
-        return alpha.sqrt() * output + (1 - alpha).sqrt() * x
-    raise ValueError(f"DDIM inversion supports epsilon and v_prediction models, not {kind!r}")

@@ -21,7 +21,7 @@ from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..models.text import encode
-from .sampler import check_steps, prompt_per_seed, sampler_defaults
+from .sampler import prompt_per_seed, seed_generators, settings, unconditional
 
 
 @dataclass
@@ -82,16 +82,6 @@ def conditioning(pipe, prompts: list[str] | None, *, prompt_embeds: torch.Tensor
     return Conditioning(rows, added, guidance)
 
 
-def unconditional(pipe, negative_prompt: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(embeddings (1, tokens, d), pooled or None) of the unconditional branch, as the pipelines make it: the
-    encoded negative prompt, or "" — which SDXL replaces by zeros."""
-    negative = encode(pipe, [negative_prompt or ""], warn=False)
-    embeds, pooled = negative.embeddings, negative.pooled
-    if not negative_prompt and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
-        embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
-    return embeds, pooled
-
-
 def predict(pipe, x: torch.Tensor, t, embeddings: torch.Tensor, pooled: torch.Tensor | None = None
             ) -> torch.Tensor:
     """The UNet's plain (unguided) prediction for latents `x` at timestep `t` under the given text rows (one per
@@ -111,7 +101,7 @@ def initial_latents(pipe, seeds: list[int], height: int | None = None, width: in
                     ) -> tuple[torch.Tensor, list[torch.Generator]]:
     """Starting noise, one generator per image seeded with its seed (the generators continue for η > 0)."""
     device = pipe.unet.device
-    generators = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+    generators = seed_generators(seeds, device)
     size = _sample_size(pipe)
     shape = (len(seeds), pipe.unet.config.in_channels, (height or size) // pipe.vae_scale_factor,
              (width or size) // pipe.vae_scale_factor)
@@ -138,7 +128,7 @@ def ddim_step(scheduler: DDIMScheduler, model_output: torch.Tensor, t, x: torch.
     alphas = scheduler.alphas_cumprod.to(x.device)
     alpha_t = alphas[int(t)]
     alpha_prev = alphas[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod.to(x.device)
-    x0, eps = _x0_and_eps(scheduler.config.prediction_type, model_output, x, alpha_t)
+    x0, eps = x0_and_epsilon(scheduler.config.prediction_type, model_output, x, alpha_t)
     if scheduler.config.thresholding:
         raise ValueError("DDIM with dynamic thresholding is not supported by erasekit's trajectories")
     if scheduler.config.clip_sample:  # x0 only, as diffusers does without use_clipped_model_output
@@ -156,7 +146,8 @@ def ddim_step(scheduler: DDIMScheduler, model_output: torch.Tensor, t, x: torch.
     return sample, log_prob.mean(dim=tuple(range(1, x.ndim)))
 
 
-def _x0_and_eps(kind: str, output: torch.Tensor, x: torch.Tensor, alpha_t: torch.Tensor):
+def x0_and_epsilon(kind: str, output: torch.Tensor, x: torch.Tensor, alpha_t: torch.Tensor):
+    """(predicted x0, predicted noise) from a model output of the given prediction type at x with ᾱ_t."""
     a, s = alpha_t.sqrt(), (1 - alpha_t).sqrt()
     if kind == "epsilon":
         return (x - s * output) / a, output
@@ -176,9 +167,7 @@ def trajectory(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps
     """Run DDIM from per-seed noise (or from `latents`) for steps 0 … stop_at − 1 (all by default). `keep`:
     step indices (or "all") whose input latents and guided noise predictions are kept. `log_probs` needs η > 0.
     Gradients flow (to prompt_embeds, trainable weights) only with `grad=True`."""
-    default_steps, default_guidance = sampler_defaults(pipe)
-    steps = check_steps(pipe, default_steps if steps is None else steps)
-    guidance = default_guidance if guidance is None else guidance
+    steps, guidance = settings(pipe, steps, guidance)
     if prompt_embeds is None:
         prompts = prompt_per_seed(prompts, seeds)
     with contextlib.nullcontext() if grad else torch.no_grad():

@@ -35,25 +35,24 @@ class TrainingConfig:
         self.check()
 
     def check(self) -> None:
-        def positive_int(name):
+        def whole(name, low):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TrainingError(f"{name} must be a whole number ≥ 1, not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise TrainingError(f"{name} must be a whole number ≥ {low}, not {value!r}")
 
         def finite(name, low=0.0, strict=False):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value < low or (strict and value == low):
-                raise TrainingError(f"{name} must be a finite number {'>' if strict else '≥'} {low:g}, not {value!r}")
+                raise TrainingError(f"{name} must be a finite number {'>' if strict else '≥'} {low:g}, "
+                                    f"not {value!r}")
         for name in ("steps", "accumulation", "log_every"):
-            positive_int(name)
+            whole(name, 1)
+        for name in ("warmup", "checkpoint_every", "seed"):
+            whole(name, 0)
         finite("lr", strict=True)
         finite("weight_decay")
         finite("grad_clip")
-        for name in ("warmup", "checkpoint_every", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise TrainingError(f"{name} must be a whole number ≥ 0, not {value!r}")
         if self.optimizer not in OPTIMIZERS:
             raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.schedule not in SCHEDULES:

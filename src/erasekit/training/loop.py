@@ -9,10 +9,10 @@ reproducible from its seed and a resumed run continues bit-identically; the loss
 (diffusers' EMAModel) follows; a CSV log and an atomic checkpoint are written every few steps when a folder is
 given.
 
-Data-parallel under `torchrun --nproc_per_node N` (CPU) or `accelerate launch --num_processes N` (GPUs): process r computes micro-batches r, r + N, … of each
-step (so N processes with `accumulation` a see the micro-batches one process sees with accumulation N·a), the
-gradients are averaged across processes, every process applies the same update, and only the main process writes
-checkpoints and logs."""
+Data-parallel under `torchrun --nproc_per_node N` (CPU) or `accelerate launch --num_processes N` (GPUs): process r
+computes micro-batches r, r + N, … of each step (so N processes with `accumulation` a see the micro-batches one
+process sees with accumulation N·a), the gradients are averaged across processes, every process applies the same
+update, and only the main process writes checkpoints and logs."""
 from __future__ import annotations
 
 import csv
