@@ -5,20 +5,14 @@ implicit held-out prompts, and the attribute's other values kept (preservation).
     python scripts/held_out_plain_calls.py [--methods uce rece trce esd-x] [--images 30] [--option trce:stages=1]
 """
 import argparse
-import math
 import time
 
 import erasekit
 from erasekit.detectors import judge
+from erasekit.evaluation.scoring import wilson
 from erasekit.shapeworld.domain import LABELS, SHAPE_NAMES, find_concept
 
 COLORS, BACKGROUNDS = LABELS["color"], LABELS["background"]
-
-
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = hits / n
-    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
 
 
 def held_out_sets(concept: str, n: int) -> tuple[str, dict[str, list[tuple[str, dict]]]]:

@@ -15,3 +15,11 @@ class EditError(ErasekitError):
 
 class PromptError(ErasekitError):
     """Prompts are missing or unusable."""
+
+
+class NotSupportedError(ErasekitError, NotImplementedError):
+    """What was asked is not implemented for this kind of model (e.g. a white-box attack on SDXL)."""
+
+
+class AttackError(ErasekitError):
+    """An attack cannot run on what it was given (images, token budget) or its optimisation failed (NaN loss)."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ErasekitError
 from .options import GUIDANCE, STEPS, add_model
 
 
@@ -23,23 +22,12 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def read_images(paths: list[str], size: int):
-    from PIL import Image, UnidentifiedImageError
-    images = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB").resize((size, size), Image.BICUBIC))
-        except (OSError, UnidentifiedImageError) as e:
-            raise ErasekitError(f"cannot read image {path}: {e}") from None
-    return images
-
-
 def run(args) -> int:
     from ..edits import load_edit
     from ..methods.abo import purify
     from ..models import load_pipeline
     from ..utils.files import atomic_write_json, save_image
+    from ..utils.images import read_images
     edit = load_edit(args.edit)
     pipe = load_pipeline(args.model)
     images = read_images(args.image, pipe.unet.config.sample_size * pipe.vae_scale_factor)
