@@ -3,7 +3,7 @@
 The concept vector is the mean, over prompts written with and without the concept, of the difference of their text
 embeddings; the attack adds η times it to each prompt's embedding and generates from that. The original then
 searches discrete tokens with a genetic algorithm (population 200) to match the attacked embedding: that variant is
-separate and not this class. Defaults: η swept over (1, 3, 5) (the authors use η = 3 for nudity); pairs built from
+separate, `RingABellGA`. Defaults: η swept over (1, 3, 5) (the authors use η = 3 for nudity); pairs built from
 templates ("{concept}" inserted or omitted).
 
     attack = RingABell("triangle", strengths=(1, 3, 5))
@@ -16,6 +16,7 @@ import torch
 
 from ..models import encode
 from .base import Attack, AttackResult, register_attack
+from .whitebox import require_one_encoder
 
 PAIR_TEMPLATES = ("a {} ", "a photo of a {} ", "a picture of a {} ", "a drawing of a {} ", "an image of a {} ",
                   "{} ", "a rendering of a {} ", "a painting of a {} ")
@@ -37,8 +38,7 @@ class RingABell(Attack):
 
     def __call__(self, pipe, prompts: list[str], seeds: list[int]) -> AttackResult:
         from ..sampling import generate
-        if getattr(pipe, "text_encoder_2", None) is not None:
-            raise NotImplementedError("Ring-A-Bell's embedding form is implemented for SD1/SD2-style pipelines")
+        require_one_encoder(pipe, "Ring-A-Bell's embedding form")
         vector = self.concept_vector(pipe)
         base = encode(pipe, prompts).embeddings
         result = AttackResult(details={"attack": self.name, "concept": self.concept, "strengths": self.strengths,

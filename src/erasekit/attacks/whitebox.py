@@ -28,7 +28,7 @@ from ..sampling import generate
 from ..sampling.sampler import prompt_per_seed
 from ..sampling.trajectory import ddim_scheduler
 from ..training.losses import denoising_target
-from .base import Attack, AttackResult
+from .base import Attack, AttackResult, against
 
 
 def require_one_encoder(pipe, attack: str) -> None:
@@ -236,10 +236,9 @@ class SearchAttack(Attack):
             for rank, prompt in enumerate(dict.fromkeys(prompts)):
                 generator = torch.Generator().manual_seed(self.seed * 1_000_003 + rank)
                 inputs[prompt], found[prompt] = self.search(pipe, prompt, generator)
-        edits = [edit.metadata for edit in applied_edits(pipe)]
         details = {"attack": self.name, "setting": self.setting, **dataclasses.asdict(self),
-                   "against": [f"{e['method']} on {', '.join(e['concepts'])}" for e in edits]
-                   or "the original model (no edit applied)", **self.learned(), "found": found}
+                   "against": against([edit.metadata for edit in applied_edits(pipe)]), **self.learned(),
+                   "found": found}
         embeds = torch.cat([inputs[p] for p in prompts])
         return AttackResult({"before": generate(pipe, prompts, seeds, progress=False),
                              self.setting: generate(pipe, None, seeds, prompt_embeds=embeds, progress=False)},
