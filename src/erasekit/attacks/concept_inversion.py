@@ -30,7 +30,7 @@ from ..sampling.inversion import encode_images
 from ..sampling.trajectory import predict
 from ..shapeworld.domain import find_concept
 from ..shapeworld.render import scene_images
-from ..utils.images import read_image_folder
+from ..sampling.images import read_image_folder
 from .base import register_attack
 from .ring_a_bell import PAIR_TEMPLATES
 from .whitebox import SearchAttack, SoftPrompt, checked, embedding_table, noised, project, real_token_ids

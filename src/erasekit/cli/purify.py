@@ -27,7 +27,7 @@ def run(args) -> int:
     from ..methods.abo import purify
     from ..models import load_pipeline
     from ..utils.files import atomic_write_json, save_image
-    from ..utils.images import read_images
+    from ..sampling.images import read_images
     edit = load_edit(args.edit)
     pipe = load_pipeline(args.model)
     images = read_images(args.image, pipe.unet.config.sample_size * pipe.vae_scale_factor)
