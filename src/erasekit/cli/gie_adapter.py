@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", default="100,101", help="seeds per prompt (default %(default)s)")
     p.add_argument("--steps", type=STEPS, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--fast", action="store_true", help="search in GIE's fast mode instead of parity")
+    p.add_argument("--kind", choices=("erasekit", "authors"), default="erasekit",
+                   help="erasekit: standardised features at w = 0, output -softplus; authors: the official code's "
+                   "plain MLP, features at w = +1, raw output as w (default %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="the adapter folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(run=run)
@@ -61,7 +64,8 @@ def run(args) -> int:
     grid = _numbers(args.grid, float, "--grid")
     if list(grid) != sorted(grid) or grid[0] != 0:
         raise ErasekitError("--grid: give |w| values in ascending order, starting at 0")
-    cfg = AdapterTraining(grid=grid, seeds=_numbers(args.seeds, int, "--seeds"), fast=args.fast, steps=args.steps)
+    cfg = AdapterTraining(grid=grid, seeds=_numbers(args.seeds, int, "--seeds"), fast=args.fast, steps=args.steps,
+                          kind=args.kind)
     spec = resolve(args.concept)
     prompts = read_prompts(args.prompts) if args.prompts else None
     pipe = load_pipeline(args.model)

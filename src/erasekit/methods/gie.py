@@ -16,6 +16,9 @@ which erasekit's sampler builds while the edit is applied (a plain `pipe(...)` c
 w is either fixed (EIUP v1; `strength`) or predicted per image and E token by the scale adapter from the token's
 mean attention in each cross-attention layer at the first step (one extra UNet pass; see `gie_adapter`).
 
+The official code differs in its prompt rows, its step windows and its scale adapter; each is an option
+(`parity_rows`, `parity_schedule`, the adapter's kind), described with the reasons in `gie_parity`.
+
     edit = erasekit.erase(pipe, "gie", ["nude"], strength=-1.0)
     edit.apply(pipe); images = erasekit.generate(pipe, ["a photo of a person on the beach"], seeds=[0])
 """
@@ -28,11 +31,12 @@ import torch.nn.functional as F
 
 from ..concepts import ConceptError
 from ..edits import SamplingSession, SamplingTimeEdit, register_session
-from ..errors import EditError
+from ..errors import EditError, ErasekitError
 from ..models import encode
 from ..models.fingerprint import fingerprint
 from ..models.layers import find_cross_attention, in_execution_order
 from ..sampling import prompt_per_seed, sample, sampler_defaults
+from .gie_parity import active_steps, joint_contexts, read_through
 from .gie_scale import ScaleAdapter, load_adapter, shipped_adapter
 from .registry import register_method
 
@@ -47,6 +51,8 @@ class GIEConfig:
     target: str = ""                # E; empty: the concept's targets joined by ", "
     adapter: str = ""               # scale adapter folder (`erasekit gie-adapter`), or "shipped" for ShapeWorld's
                                     # adapter of this concept; empty: the fixed `strength`
+    parity_rows: bool = False       # the official code's rows and map copy from P's joint encoding with E
+    parity_schedule: bool = False   # the official code's int() step windows (see gie_parity)
 
 
 def splice(pipe, prompt: str, target: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -92,10 +98,12 @@ class GIESession(SamplingSession):
         self.layers = "cross" if self.config["fast"] else "all"
         self.target = self.config["target"]
         self.order = [layer.name for layer in in_execution_order(find_cross_attention(pipe.unet))]
-        self.adapter = ScaleAdapter.from_tensors(edit.tensors) if self.config.get("adapter") else None
+        self.adapter = ScaleAdapter.from_tensors(edit.tensors, kind=self.config.get("adapter_kind", "erasekit")) \
+            if self.config.get("adapter") else None
         self.step, self.total_steps = 0, 1
         self.pairs: list[tuple[int, int | None]] = []  # (branch-1 row, its branch-0 row or None) in the UNet batch
         self.explicit_pairs: list[tuple[int, int | None]] | None = None
+        self.reads: torch.Tensor | None = None  # parity_rows: (pairs, L) alignment of P' to P (`gie_parity`)
         self.row_weights: torch.Tensor | None = None  # (pairs, E tokens) from the adapter
         self.recorded: dict[str, torch.Tensor] = {}   # layer → (pairs, E tokens) mean attention at the first step
         self.probing = False
@@ -124,8 +132,10 @@ class GIESession(SamplingSession):
         return GIEAttention(self, name, cross=bool(getattr(module, "is_cross_attention", False)))
 
     # Sampling-time control.
-    def active(self, fraction: float) -> bool:
-        return self.step < fraction * self.total_steps
+    def active(self, window: str) -> bool:
+        """Whether the "cross" or "self" window covers the current step."""
+        return self.step < active_steps(self.config[f"{window}_fraction"], self.total_steps, window == "cross",
+                                        self.config.get("parity_schedule", False))
 
     def weights(self) -> torch.Tensor:
         """(pairs, E tokens) strengths for the current batch."""
@@ -152,15 +162,16 @@ class GIESession(SamplingSession):
 
     @torch.no_grad()
     def _probe(self, args, kwargs) -> None:
-        """One extra UNet pass at the first step, with w = 0 (maps still copied), records the E tokens' attention
-        exactly as the adapter's training run at |w| = 0 did; the adapter maps it to w."""
+        """One extra UNet pass at the first step, with w = 0 (maps still copied; w = +1 for the authors' kind),
+        records the E tokens' attention exactly as the adapter's training run at that w did; the adapter maps it
+        to w."""
         self.probing = True
-        self.row_weights = torch.zeros(len(self.pairs), len(self.columns))
+        self.row_weights = torch.full((len(self.pairs), len(self.columns)), self.adapter.probe_strength)
         try:
             self.pipe.unet(*args, **kwargs)
         finally:
             self.probing = False
-        self.row_weights = -self.adapter(self.features().float()).to(self.c_star.dtype)
+        self.row_weights = self.adapter.strength(self.features().float()).to(self.c_star.dtype)
 
     def features(self) -> torch.Tensor:
         """(pairs, E tokens, layers): mean attention of each E token per cross-attention layer, execution order."""
@@ -180,7 +191,10 @@ class GIESession(SamplingSession):
         guidance = options.get("guidance")
         cfg = (sampler_defaults(self.pipe)[1] if guidance is None else guidance) > 1
         plain = encode(self.pipe, prompts)
-        spliced = splice_many(self.pipe, prompts, self.target, plain)[0]  # refuses a misfit before sampling
+        spliced, c_star, _ = splice_many(self.pipe, prompts, self.target, plain)  # refuses a misfit first
+        reads = None
+        if self.config.get("parity_rows"):
+            spliced, reads = joint_contexts(self.pipe, prompts, self.target, plain, c_star, len(self.columns))
         images, chunk = [], max(1, batch_size // 2)
         bar = tqdm(total=len(seeds), desc="generate (GIE, two branches)", unit="img", disable=not progress)
         try:
@@ -189,6 +203,7 @@ class GIESession(SamplingSession):
                 n = len(prompts[part])
                 offset = 2 * n if cfg else 0  # classifier-free guidance puts the uncond rows first
                 self.explicit_pairs = [(offset + 2 * k + 1, offset + 2 * k) for k in range(n)]
+                self.reads = None if reads is None else reads[part]
                 embeds = torch.stack([plain.embeddings[part], spliced[part]], dim=1).flatten(0, 1)  # P, P', ...
                 pooled = None if plain.pooled is None else plain.pooled[part].repeat_interleave(2, dim=0)
                 out = sample(self.pipe, None, [s for s in seeds[part] for _ in (0, 1)], prompt_embeds=embeds,
@@ -196,7 +211,7 @@ class GIESession(SamplingSession):
                 images += out[1::2]
                 bar.update(n)
         finally:
-            self.explicit_pairs = None
+            self.explicit_pairs = self.reads = None
             bar.close()
         return images
 
@@ -237,12 +252,12 @@ class GIEAttention:
             _heads(attn, attn.to_v(context))
         s = self.session
         paired = bool(s.pairs) and s.pairs[0][1] is not None  # parity: branch-1 rows have branch-0 partners
-        if not self.cross and paired and s.active(s.config["self_fraction"]):
+        if not self.cross and paired and s.active("self"):
             out = self._copy_maps(attn, q, k, v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
         if self.cross:
-            out = self._inhibit(attn, q, out)
+            out = self._inhibit(attn, q, k, v, out)
         out = attn.to_out[1](attn.to_out[0](_merge(out)))
         if attn.residual_connection:
             out = out + residual
@@ -259,9 +274,9 @@ class GIEAttention:
         out[list(rows)] = probs @ v[list(rows)]
         return out
 
-    def _inhibit(self, attn, q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def _inhibit(self, attn, q, k, v, out: torch.Tensor) -> torch.Tensor:
         s = self.session
-        if not (s.recording or s.active(s.config["cross_fraction"])) or not s.pairs:
+        if not (s.recording or s.active("cross")) or not s.pairs:
             return out
         c_star = s.c_star.to(q.dtype)
         k_star, v_star = _heads(attn, attn.to_k(c_star))[0], _heads(attn, attn.to_v(c_star))[0]
@@ -270,11 +285,16 @@ class GIEAttention:
         m_star = (q[rows] @ k_star.transpose(-1, -2) * attn.scale).softmax(-1)[..., s.columns]  # (P, h, n, E)
         if s.recording:
             s.recorded[self.name] = m_star.mean(dim=(1, 2)).detach().float().cpu()
-        if not s.active(s.config["cross_fraction"]):
+        if not s.active("cross"):
             return out
         weights = s.weights().to(q.device, q.dtype)[:, None, None, :]  # (P, 1, 1, E)
         injected = (m_star * weights) @ v_star[:, s.columns]
-        base = out[rows] if partners[0] is None else out[list(partners)]  # fast: own map; parity: branch 0's
+        if s.reads is not None:  # parity_rows: branch 0's map, read through the alignment, over own values
+            partners = list(partners)
+            probs = (q[partners] @ k[partners].transpose(-1, -2) * attn.scale).softmax(-1)
+            base = read_through(probs, v[rows], s.reads)
+        else:
+            base = out[rows] if partners[0] is None else out[list(partners)]  # fast: own map; parity: branch 0's
         out[rows] = base + injected  # `out` is this call's own tensor; indexing made `base` a copy
         return out
 
@@ -294,9 +314,12 @@ def _resolution(unet, module_name: str) -> int:
 def erase_gie(pipe, spec, config: GIEConfig) -> SamplingTimeEdit:
     target = config.target or ", ".join(spec.targets)
     encode_target(pipe, target)  # refuses a target that tokenises to nothing before anything is written
-    tensors = {}
+    if config.parity_rows and config.fast:
+        raise ErasekitError("parity_rows reads branch 0's maps: it needs parity mode (fast=false)")
+    tensors, extra = {}, {}
     if config.adapter:
-        path = shipped_adapter(spec) if config.adapter == "shipped" else config.adapter
-        tensors = load_adapter(path).to_tensors()
+        adapter = load_adapter(shipped_adapter(spec) if config.adapter == "shipped" else config.adapter)
+        tensors, extra = adapter.to_tensors(), {"adapter_kind": adapter.kind}
     return SamplingTimeEdit(tensors, method="gie", concepts=spec.targets, fingerprint=fingerprint(pipe, []),
-                            config={"session": "gie", **asdict(config), "target": target, "spec": spec.to_dict()})
+                            config={"session": "gie", **asdict(config), **extra, "target": target,
+                                    "spec": spec.to_dict()})

@@ -5,7 +5,8 @@ For each training prompt, generate with GIE at every strength of a grid (|w| = 0
 the smallest |w| at which the evaluator no longer sees the concept in any of the prompt's images (prompts that never
 show it get 0; prompts it survives get the largest |w|). The features are the E tokens' mean attention per
 cross-attention layer at the first step (recorded in the |w| = 0 run, which equals the adapter's probe pass); an
-MLP regresses |w| on them.
+MLP regresses |w| on them. The authors' kind (`kind="authors"`, see `gie_scale`) records its features in one more
+run at w = +1, as its probe pass does, and regresses w = −|w| with its raw output.
 
     erasekit gie-adapter --concept shapeworld/triangle --out adapters/triangle          # ShapeWorld, its classifier
     erasekit gie-adapter --model PATH --concept nudity --prompts prompts.csv --evaluator nudenet --out DIR
@@ -24,7 +25,7 @@ from ..sampling import generate
 from ..shapeworld.prompts import concept_sets
 from ..training import TrainingConfig, train
 from .gie import GIEConfig, erase_gie
-from .gie_scale import ScaleAdapter, load_adapter, save_adapter  # noqa: F401  (the files, re-exported)
+from .gie_scale import ScaleAdapter, load_adapter, probe_strength, save_adapter  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -37,27 +38,31 @@ class AdapterTraining:
     lr: float = 3e-3
     seed: int = 0
     batch_size: int = 16
+    kind: str = "erasekit"                                 # the scale adapter's kind (gie_scale): or "authors"
 
 
 def smallest_strengths(pipe, spec, prompts: list[str], detector: Detector, cfg: AdapterTraining,
                        progress: bool = True):
     """(features (images, E tokens, layers), |w| label per image, per-prompt table). `detector` decides whether
-    an image still shows the concept. The features come from the |w| = 0 run, whose first step is what the
-    adapter's probe pass sees."""
+    an image still shows the concept. The features come from the run at the kind's probe w (|w| = 0 for
+    erasekit's, an extra run at w = +1 for the authors'), whose first step is what the adapter's probe pass sees."""
     if not cfg.grid or cfg.grid[0] != 0 or list(cfg.grid) != sorted(cfg.grid):
         raise ErasekitError(f"the |w| grid must be ascending and start at 0 (got {list(cfg.grid)})")
     items = [(p, s) for p in prompts for s in cfg.seeds]
+    probe = probe_strength(cfg.kind)
+    runs = [(-w, w) for w in cfg.grid] + ([(probe, None)] if probe else [])  # (w, |w| of the search or None)
     shown, features = {}, []  # shown: |w| → per item, concept still present
-    bar = tqdm(total=len(cfg.grid) * len(items), desc="adapter: strength search", disable=not progress)
-    for w in cfg.grid:
-        edit = erase_gie(pipe, spec, GIEConfig(strength=-w, fast=cfg.fast))
+    bar = tqdm(total=len(runs) * len(items), desc="adapter: strength search", disable=not progress)
+    for strength, w in runs:
+        edit = erase_gie(pipe, spec, GIEConfig(strength=strength, fast=cfg.fast))
         edit.apply(pipe)
         try:
-            shown[w] = []
             for start in range(0, len(items), cfg.batch_size):
                 chunk = items[start:start + cfg.batch_size]
-                shown[w] += detector.present(_generate(pipe, chunk, cfg)).tolist()
-                if w == 0:
+                images = _generate(pipe, chunk, cfg)
+                if w is not None:
+                    shown[w] = shown.get(w, []) + detector.present(images).tolist()
+                if strength == probe:
                     features.append(active_session(pipe).features())
                 bar.update(len(chunk))
         finally:
@@ -82,13 +87,16 @@ def _generate(pipe, chunk, cfg):
 
 def fit(features: torch.Tensor, labels: torch.Tensor, cfg: AdapterTraining) -> tuple[ScaleAdapter, float]:
     """Regress |w| on the features (every E token of an image gets the image's label), full batch with Adam on
-    the training loop; returns (adapter, MAE)."""
+    the training loop; returns (adapter, MAE of its output). The authors' kind regresses w = −|w| unstandardised."""
     torch.manual_seed(cfg.seed)
     x = features.reshape(-1, features.shape[-1]).float()
     y = labels.repeat_interleave(features.shape[1]).float()
-    adapter = ScaleAdapter(x.shape[1])
-    adapter.feature_mean.copy_(x.mean(0))
-    adapter.feature_std.copy_(x.std(0).clamp_min(1e-8))
+    adapter = ScaleAdapter(x.shape[1], cfg.kind)
+    if cfg.kind == "authors":
+        y = -y
+    else:
+        adapter.feature_mean.copy_(x.mean(0))
+        adapter.feature_std.copy_(x.std(0).clamp_min(1e-8))
     settings = TrainingConfig(steps=cfg.iterations, lr=cfg.lr, optimizer="adam", grad_clip=0.0, seed=cfg.seed)
     train(lambda ctx: torch.nn.functional.mse_loss(adapter(x), y), dict(adapter.mlp.named_parameters()), settings,
           desc="adapter: fit", progress=False)
