@@ -69,7 +69,7 @@ def test_uce_maps_target_rows_to_anchor_rows_and_keeps_preserved(sd1):
     erase_rows, value_rows = aligned_rows(sd1, ["nude"], ["cat"], "last")
     kept, _ = aligned_rows(sd1, ["dog"], ["dog"], "last")
     before = {n: w.double().clone() for n, w in kv_weights(sd1.unet).items()}
-    edit = erasekit.erase(sd1, "uce", spec, lam=1e-4, preserve_scale=100.0)
+    edit = erasekit.erase(sd1, "uce", spec, lam=1e-4, preserve_scale=100.0, parity="authors")
     edit.apply(sd1)
     after = {n: w.double() for n, w in kv_weights(sd1.unet).items()}
     for name in before:
@@ -94,7 +94,7 @@ def test_rece_derived_embedding_inverts_an_unedited_model(sd1):
 
 
 def test_rece_keeps_the_epoch_the_validator_prefers(sd1):
-    scores = iter([0.5, 0.1, 0.3])
+    scores = iter([0.6, 0.5, 0.1, 0.3])  # the start (epoch 0), then epochs 1-3
     seen = []
 
     def validator(pipe):
@@ -103,8 +103,8 @@ def test_rece_keeps_the_epoch_the_validator_prefers(sd1):
 
     edit = erasekit.erase(sd1, "rece", ["nude"], epochs=3, validator=validator)
     assert edit.metadata["protocol"]["chosen_epoch"] == 2
-    assert [e["detection"] for e in edit.metadata["protocol"]["epochs"]] == [0.5, 0.1, 0.3]
-    assert seen == [1, 1, 1] and erasekit.applied_edits(sd1) == []  # each candidate applied, then removed
+    assert [e["detection"] for e in edit.metadata["protocol"]["epochs"]] == [0.6, 0.5, 0.1, 0.3]
+    assert seen == [1, 1, 1, 1] and erasekit.applied_edits(sd1) == []  # each candidate applied, then removed
     assert edit.metadata["config"]["validator"] == "validator"
 
 
@@ -176,7 +176,8 @@ def test_bad_concepts_and_methods(sd1, tmp_path):
     with pytest.raises(ConceptError, match="non-empty target"):
         erasekit.erase(sd1, "uce", ["\u3000"])  # an ideographic space: the tokenizer yields no token for it
     with pytest.raises(ConceptError, match="longer than the target"):
-        erasekit.erase(sd1, "uce", ["cat"], anchor="red nude dog")
+        erasekit.erase(sd1, "uce", ["cat"], anchor="red nude dog", parity="authors")
+    erasekit.erase(sd1, "uce", ["cat"], anchor="red nude dog")  # context rows align any anchor
     with pytest.raises(erasekit.ErasekitError, match="no option"):
         make_config("uce", epochs=3)
     spec_file = tmp_path / "spec.yaml"

@@ -36,3 +36,53 @@ def aligned_rows(pipe, targets: list[str], anchors: list[str], mode: str) -> tup
 def covariance(rows: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
     rows = rows.double()
     return weight * rows.T @ rows
+
+
+# Generic frames for `context_rows` when a spec brings no templates of its own: no domain words, none of the
+# phrasings the held-out evaluation uses; some with words after the concept (whose rows carry it too), some
+# that name a style.
+CONTEXT_TEMPLATES = ("{}", "a {}", "the {}", "a photo of a {}", "a drawing of a {}", "a {} shape", "a {} in a scene",
+                     "a {} on a canvas", "art by {}", "a painting by {}", "a drawing in the style of {}")
+
+
+def fill(template: str, concept: str) -> str:
+    return " ".join(template.format(concept).split())
+
+
+def _concept_span(pipe, template: str, concept: str) -> tuple[int, int]:
+    """(first position, token count) of `concept` inside the filled template (SoT at position 0)."""
+    prefix = fill(template.split("{}")[0] + "{}", "")
+    return 1 + word_count(pipe, prefix), word_count(pipe, concept)
+
+
+def context_rows(pipe, targets: list[str], anchors: list[str], templates) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-aligned (erase, value) embeddings of each target inside each template, from the target's first token
+    through the end of the sequence: a causal text encoder carries the concept into every later row (EoT, padding,
+    the words after it), so editing the concept's own rows leaves it in the rest. The values are the same template
+    with the anchor in its place: the concept's rows map to the anchor's (an empty anchor: the row before the
+    concept), the rows after it to the rows after the anchor."""
+    filled = [(fill(t, c), fill(t, a), t, c, a) for c, a in zip(targets, anchors) for t in templates]
+    if any(word_count(pipe, c) == 0 for c in targets):
+        raise ConceptError(f"a concept of {targets!r} tokenises to nothing")
+    t_enc = encode(pipe, [f[0] for f in filled], warn=False).embeddings
+    a_enc = encode(pipe, [f[1] for f in filled], warn=False).embeddings
+    length = t_enc.shape[1]
+    erase, value = [], []
+    for i, (_, _, template, concept, anchor) in enumerate(filled):
+        start, k = _concept_span(pipe, template, concept)
+        if start + k > length:
+            continue  # the concept is cut off by the tokenizer's length
+        ka = word_count(pipe, anchor) if anchor.strip() else 0
+        source = [start + min(j, ka - 1) if ka else start - 1 for j in range(k)]
+        n = length - start - max(k, ka)
+        erase += [t_enc[i, start:start + k], t_enc[i, start + k:start + k + n]]
+        value += [a_enc[i, source], a_enc[i, start + ka:start + ka + n]]
+    if not erase:
+        raise ConceptError(f"{targets!r} does not fit in the tokenizer's {length} positions in any template")
+    return torch.cat(erase).double(), torch.cat(value).double()
+
+
+def all_rows(pipe, texts: list[str]) -> torch.Tensor:
+    """Every token row (SoT, words, EoT, padding) of each text."""
+    rows = encode(pipe, texts, warn=False).embeddings.double()
+    return rows.reshape(-1, rows.shape[-1])

@@ -2,13 +2,21 @@
 
 Starts from a UCE edit, then for each epoch derives the embedding that still regenerates the concept in the edited
 model, c' = (λ_reg I + Σ WᵀW)⁻¹ (Σ Wᵀ W0) c, and erases it in closed form (values: the embedding of " ", which is
-also preserved with weight λ1; regulariser λ2). A validator picks the epoch with the lowest detection rate.
+also preserved with weight λ1; regulariser λ2). For an artistic style with an anchor, the values are the anchor's
+rows and the preserved rows are "" plus the other artists (weight λ1), as the authors' artist script does.
+A validator picks the epoch with the lowest detection rate (erasekit: the start is a candidate too).
 Defaults follow the authors, by the spec's kind: nudity (λ_reg 0.1, 3 epochs), unsafe (0.1, 2), style (1e-3, 1),
 object (0.1, 1); set `lam_reg` / `epochs` to override. The validator is chosen by RECE itself (`prepare`):
 `validator="auto"` (default) uses the ShapeWorld classifier for a ShapeWorld concept on the ShapeWorld model (or a
 `shapeworld/` preset), and none elsewhere; pass a function pipe → detection rate, or None to keep the last epoch.
 
+The start (`uce`): erasekit's UCE default (context rows and caption prior, which erase when RECE is called with a
+bare concept) with the authors' preservation of every row of "" (`keep_empty`). `parity="authors"` starts from the
+authors' own UCE instead: rows from the last word token to the end, every token row of "" and of each preserved
+concept kept with scale max(0.1, 1/n) (1 with none), no prior.
+
     edit = erasekit.erase(pipe, method="rece", concepts=["nudity"], validator=my_detection_rate)
+    edit = erasekit.erase(pipe, method="rece", concepts=["nudity"], parity="authors")
 """
 from __future__ import annotations
 
@@ -18,9 +26,10 @@ from typing import Callable
 import torch
 
 from ..edits import WeightDelta
-from ..closed_form.rows import covariance
+from ..closed_form.rows import all_rows, covariance
 from ..closed_form.solver import LowRankUpdate, factors
-from ..models import encode, kv_weights
+from ..concepts import ConceptError
+from ..models import kv_weights
 from .registry import register_method
 from .uce import UCEConfig, to_edit, uce_updates
 from .validation import shapeworld_validator
@@ -35,10 +44,16 @@ class RECEConfig:
     lam_reg: float | None = None  # regulariser of the derived embedding; None: by concept kind
     lam1: float = 0.1      # weight of " " preserved
     lam2: float = 0.1      # λ of the erase step
-    uce: UCEConfig = field(default_factory=lambda: UCEConfig(rows="to_end"))
+    uce: UCEConfig = field(default_factory=lambda: UCEConfig(keep_empty=True))  # the start; see the docstring
+    eta: float = 0.0          # each epoch's values pushed past " " (or the anchor), away from the concept
+    parity: str = "erasekit"  # "authors": start from the authors' UCE (overrides `uce`), η 0
     # detection rate of the target on the edited pipeline (lower is better); None keeps the last epoch;
     # "auto": chosen by `prepare` (see the module docstring)
     validator: Callable | str | None = "auto"
+
+    def __post_init__(self):
+        if isinstance(self.uce, dict):  # from a saved edit's config or `--option uce={...}`
+            self.uce = UCEConfig(**self.uce)
 
 
 def derive_embedding(weights: dict[str, torch.Tensor], originals: dict[str, torch.Tensor], target: torch.Tensor,
@@ -62,21 +77,39 @@ def merge(a: dict[str, LowRankUpdate], b: dict[str, LowRankUpdate]) -> dict[str,
     return {n: LowRankUpdate(torch.cat([a[n].up, b[n].up], 1), torch.cat([a[n].down, b[n].down], 0)) for n in a}
 
 
+AUTHORS_START = UCEConfig(rows="to_end", prior=0.0, eta=0.0, keep_empty=True, preserve_rows="all",
+                          preserve_scale=None)
+
+
+def start_config(config: RECEConfig) -> UCEConfig:
+    if config.parity not in ("erasekit", "authors"):
+        raise ConceptError(f"parity must be 'erasekit' or 'authors', not {config.parity!r}")
+    return AUTHORS_START if config.parity == "authors" else config.uce
+
+
+def epoch_rows(pipe, spec) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, preserved rows) of each epoch's erase step: " " and " " (λ1), or for a style with an anchor, the
+    anchor's rows and "" plus the other artists (the authors' artist script)."""
+    if spec.kind == "style" and any(a.strip() for a in spec.anchors):
+        return all_rows(pipe, spec.anchors), all_rows(pipe, [""] + spec.preserve)
+    space = all_rows(pipe, [" "] * len(spec.targets))
+    return space, space
+
+
 @torch.no_grad()
 def rece_epochs(pipe, spec, config: RECEConfig):
     """Yield (epoch, cumulative updates); epoch 0 is the UCE start."""
     originals = {n: w.clone() for n, w in kv_weights(pipe.unet).items()}
-    start = uce_updates(pipe, spec, config.uce, originals)
-    concept = encode(pipe, spec.targets).embeddings.double()       # all rows of the bare concept text
-    space = encode(pipe, [" "] * len(spec.targets)).embeddings.double()
+    start = uce_updates(pipe, spec, start_config(config), originals)
+    values, kept = epoch_rows(pipe, spec)
     yield 0, start
-    yield from rece_updates(originals, start, concept.reshape(-1, concept.shape[-1]),
-                            space.reshape(-1, space.shape[-1]), config)
+    yield from rece_updates(originals, start, all_rows(pipe, spec.targets), values, config, kept)
 
 
 def rece_updates(originals: dict[str, torch.Tensor], start: dict[str, LowRankUpdate], concept: torch.Tensor,
-                 space: torch.Tensor, config: RECEConfig):
+                 space: torch.Tensor, config: RECEConfig, kept: torch.Tensor | None = None):
     """RECE's epochs from a starting update (UCE's), on token rows; yields (epoch, cumulative updates).
+    `space`: the value rows (aligned with `concept`); `kept`: the rows preserved with weight λ1 (default `space`).
 
     All K/V matrices are stacked, W0 (N x d). With the edit so far W = W0 + U D (U: N x m, D: m x d, D shared by
     every matrix), the Gram matrices come from G0 = W0ᵀW0, computed once, plus rank-m terms:
@@ -92,7 +125,9 @@ def rece_updates(originals: dict[str, torch.Tensor], start: dict[str, LowRankUpd
         ad = a @ d
         gram = g0 + ad + ad.T + d.T @ (u.T @ u) @ d
         derived = _derive(gram, g0 + d.T @ a.T, concept, config.lam_reg)
-        shift, down = factors(derived, space, preserve_cov=covariance(space, config.lam1), lam=config.lam2)
+        eta = 0.0 if config.parity == "authors" else config.eta
+        preserve = covariance(space if kept is None else kept, config.lam1)
+        shift, down = factors(derived, space - eta * (concept - space), preserve_cov=preserve, lam=config.lam2)
         up = (w0 @ shift.T + u @ (d @ shift.T)).split(rows)         # W_current @ shiftᵀ, without forming W
         total = merge(total, {n: LowRankUpdate(up[k], down) for k, n in enumerate(names)})
         yield epoch, total
@@ -114,15 +149,18 @@ def erase_rece(pipe, spec, config: RECEConfig) -> WeightDelta:
     config = replace(config, lam_reg=lam_reg if config.lam_reg is None else config.lam_reg,
                      epochs=epochs if config.epochs is None else config.epochs)
     recorded = _recordable(config)
+    # erasekit lets the validator keep the start too when no epoch beats it (on ShapeWorld an epoch that maps the
+    # derived embedding to " " can bring back what the start erased); the authors choose among the epochs
+    first = 0 if config.validator is not None and config.parity == "erasekit" else 1
     candidates = []  # (epoch, updates, detection)
     for epoch, updates in rece_epochs(pipe, spec, config):
-        if epoch > 0:
+        if epoch >= first:
             candidates.append((epoch, updates, _validate(pipe, to_edit(pipe, updates, "rece", spec, recorded),
                                                          config.validator)))
     if config.validator is None:
         epoch, updates, _ = candidates[-1]
-    else:
-        epoch, updates, _ = min(candidates, key=lambda c: (c[2], c[0]))
+    else:  # the lowest detection; on a tie an epoch before the start, then the earliest
+        epoch, updates, _ = min(candidates, key=lambda c: (c[2], c[0] == 0, c[0]))
     history = [{"epoch": e, "detection": d} for e, _, d in candidates]
     return to_edit(pipe, updates, "rece", spec, recorded, chosen_epoch=epoch, epochs=history)
 

@@ -10,19 +10,16 @@ is the default and one Edit holds both; `stages=1` gives the closed-form edit al
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from ..edits import WeightDelta
 from ..errors import ErasekitError
+from ..closed_form.prior import caption_list, caption_prior
+from ..closed_form.rows import context_rows
 from ..closed_form.solver import solve
 from ..models import encode, kv_weights
-from ..models.fingerprint import tensors_hash
-from ..utils.files import atomic_save_tensors
 from .finetune import FineTuneConfig, finetuned_edit
 from .registry import register_method
 from .trce_stage2 import steer
@@ -33,7 +30,6 @@ TEMPLATES = (
     "a close-up picture of {}", "a digital artwork of {}", "{} in a realistic style", "a rendering of {}",
     "a drawing of {}", "an image showing {}", "a cartoon of {}", "a picture with {}", "a high quality photo of {}",
 )
-NEUTRAL_CAPTIONS = Path(__file__).resolve().parent.parent / "presets" / "neutral_captions.txt"
 # Token count of the caption set the authors' prior coefficient was tuned for (COCO-sized: 30k captions x 77).
 REFERENCE_TOKENS = 30_000 * 77
 
@@ -46,6 +42,10 @@ class TRCEConfig(FineTuneConfig):
     captions: str | None = None       # a text file, one caption a line; default: built-in neutral list
     cache_dir: str | None = None      # where priors are cached (default ~/.cache/erasekit/trce)
     parity_wordcount_eot: bool = False  # official-code parity: EoT index from whitespace word count (wrong)
+    weighting: str = "mean"           # "mean": erase sums / N prompt pairs (the authors'); "sum": weight 1 a row
+    rows: str = "first_eot"           # "first_eot" (the authors'); "context": the concept's rows to the end (UCE's)
+    eta: float = 1.0                  # values pushed past the safe rows, s − η(m − s) (erasekit; as UCE's η); 0
+    parity: str = "erasekit"          # "authors": rows "first_eot", η 0 (overriding those two)
     lam: float = 0.0                  # the authors use none; a random-init text encoder needs some
     # stage 2 (the shared fine-tuning settings above, with the authors' values)
     steps: int = 300
@@ -79,36 +79,6 @@ def eot_rows(pipe, prompts: list[str], wordcount: bool) -> torch.Tensor:
     return enc.embeddings[torch.arange(len(prompts)), index].double()
 
 
-def caption_list(pipe, config: TRCEConfig, spec) -> list[str]:
-    if config.captions:
-        lines = Path(config.captions).read_text().splitlines()
-    elif getattr(pipe, "erasekit_shapeworld", False):
-        from ..shapeworld.prompts import neutral_captions
-        lines = neutral_captions(exclude=spec.targets)
-    else:
-        lines = NEUTRAL_CAPTIONS.read_text().splitlines()
-    return [line.strip() for line in lines if line.strip()]
-
-
-def prior(pipe, captions: list[str], cache_dir: str | None) -> tuple[torch.Tensor, int]:
-    """C2 = Σ e eᵀ over every token row of the captions, and the token count; cached per text encoder + list."""
-    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) else [])
-    key = tensors_hash({f"{i}.{n}": p for i, e in enumerate(encoders) for n, p in e.state_dict().items()})
-    key += "-" + hashlib.sha256("\n".join(captions).encode()).hexdigest()[:16]
-    cache = Path(cache_dir or Path.home() / ".cache" / "erasekit" / "trce") / f"prior-{key}.safetensors"
-    if cache.exists():
-        stored = load_file(cache)
-        return stored["c2"], int(stored["tokens"])
-    c2, tokens = None, 0
-    for i in range(0, len(captions), 64):
-        rows = encode(pipe, captions[i:i + 64], warn=False).embeddings.double()
-        rows = rows.reshape(-1, rows.shape[-1])
-        c2 = rows.T @ rows if c2 is None else c2 + rows.T @ rows
-        tokens += len(rows)
-    atomic_save_tensors({"c2": c2, "tokens": torch.tensor(tokens)}, cache)
-    return c2, tokens
-
-
 @register_method("trce", TRCEConfig, "TRCE: closed-form first-EoT erasure with a caption prior, then "
                  "contrastive steering of early denoising")
 def erase_trce(pipe, spec, config: TRCEConfig) -> WeightDelta:
@@ -126,13 +96,35 @@ def erase_trce(pipe, spec, config: TRCEConfig) -> WeightDelta:
                           **first.metadata["protocol"], stage2_pairs=len(concept_pairs(spec)))
 
 
-def stage1(pipe, spec, config: TRCEConfig) -> WeightDelta:
+def stage1_rows(pipe, spec, config: TRCEConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(malicious, safe) rows: each prompt pair's first-EoT rows, or its context rows (concept to the end)."""
+    if config.parity not in ("erasekit", "authors"):
+        raise ErasekitError(f"parity must be 'erasekit' or 'authors', not {config.parity!r}")
+    rows = "first_eot" if config.parity == "authors" else config.rows
+    if rows == "context":
+        templates = spec.templates if spec.templates != ["{}"] else TEMPLATES
+        rows = [context_rows(pipe, [m], [s], templates) for m, s in concept_pairs(spec)]
+        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+    if rows != "first_eot":
+        raise ErasekitError(f"TRCE rows must be 'first_eot' or 'context', not {config.rows!r}")
     prompt_pairs = pairs(spec)
-    malicious = eot_rows(pipe, [m for m, _ in prompt_pairs], config.parity_wordcount_eot)
-    safe = eot_rows(pipe, [s for _, s in prompt_pairs], config.parity_wordcount_eot)
-    c2, tokens = prior(pipe, caption_list(pipe, config, spec), config.cache_dir)
+    return (eot_rows(pipe, [m for m, _ in prompt_pairs], config.parity_wordcount_eot),
+            eot_rows(pipe, [s for _, s in prompt_pairs], config.parity_wordcount_eot))
+
+
+def stage1(pipe, spec, config: TRCEConfig) -> WeightDelta:
+    if config.weighting not in ("mean", "sum"):
+        raise ErasekitError(f"TRCE weighting must be 'mean' or 'sum', not {config.weighting!r}")
+    prompt_pairs = pairs(spec)
+    malicious, safe = stage1_rows(pipe, spec, config)
+    if config.parity == "erasekit":
+        safe = safe - config.eta * (malicious - safe)
+    per_row = 1 / len(prompt_pairs) if config.weighting == "mean" else 1.0
+    weights = torch.full((len(malicious),), per_row, dtype=torch.float64)
+    c2, tokens = caption_prior(pipe, caption_list(pipe, spec.targets, config.captions), config.cache_dir)
     s = config.prior_scale if config.prior_scale is not None else (0.01 if len(spec.targets) == 1 else 0.02)
     coefficient = s**2 / 3e4 * REFERENCE_TOKENS / tokens  # the authors' weight, rescaled to this list's size
-    updates = solve(kv_weights(pipe.unet), malicious, safe, preserve_cov=coefficient * c2, lam=config.lam)
+    updates = solve(kv_weights(pipe.unet), malicious, safe, erase_weights=weights, preserve_cov=coefficient * c2,
+                    lam=config.lam)
     return to_edit(pipe, updates, "trce", spec, config, prompt_pairs=len(prompt_pairs), prior_tokens=tokens,
                    prior_coefficient=coefficient)
