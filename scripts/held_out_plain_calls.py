@@ -10,35 +10,7 @@ import time
 import erasekit
 from erasekit.detectors import judge
 from erasekit.evaluation.scoring import wilson
-from erasekit.shapeworld.domain import LABELS, SHAPE_NAMES, find_concept
-
-COLORS, BACKGROUNDS = LABELS["color"], LABELS["background"]
-
-
-def held_out_sets(concept: str, n: int) -> tuple[str, dict[str, list[tuple[str, dict]]]]:
-    """(attribute, set → [(prompt, expected)]) in frames the bench's sets and the training templates do not use."""
-    attribute, v = find_concept(concept)
-    if attribute == "shape":
-        def frame(i, phrase):
-            return f"a picture of a {COLORS[i % 5]} {phrase} on a {BACKGROUNDS[i % 3]} background"
-        sets = {form: [(frame(i, v.phrasings(form)[i % len(v.phrasings(form))]), {"shape": v.name})
-                       for i in range(n)] for form in ("explicit", "synonym", "implicit")}
-        others = [s for s in SHAPE_NAMES if s != v.name]
-        sets["other"] = [(frame(i, others[i % len(others)]), {"shape": others[i % len(others)]}) for i in range(n)]
-        return attribute, sets
-    names = [v.name, *v.synonyms]
-    sets = {"explicit": [(f"a picture of a {COLORS[i % 5]} {SHAPE_NAMES[i % 6]} made by {v.artist}",
-                          {"texture": v.name}) for i in range(n)],
-            "synonym": [(f"an image of a {names[i % 4]} {COLORS[i % 5]} {SHAPE_NAMES[i % 6]}", {"texture": v.name})
-                        for i in range(n)],
-            "implicit": [(f"a picture of a {COLORS[i % 5]} {SHAPE_NAMES[i % 6]} {v.implicit[i % 3]}",
-                          {"texture": v.name}) for i in range(n)]}
-    others = [t for t in LABELS["texture"] if t != v.name]
-    artists = {t: find_concept(t)[1].artist for t in others}
-    sets["other"] = [(f"a picture of a {COLORS[i % 5]} {SHAPE_NAMES[i % 6]} made by {artists[others[i % 3]]}",
-                      {"texture": others[i % 3]}) for i in range(n)]
-    return attribute, sets
-
+from erasekit.shapeworld.prompts import held_out_sets
 
 def rates(pipe, concept: str, n: int) -> dict[str, tuple[int, int]]:
     attribute, sets = held_out_sets(concept, n)

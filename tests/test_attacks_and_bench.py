@@ -52,9 +52,10 @@ def test_report_html_shows_table_plots_and_grids(tmp_path):
 @pytest.mark.slow
 def test_small_bench_on_shapeworld(tmp_path):
     from erasekit.bench import COLUMNS, run_bench
-    rows = run_bench(["uce", "gie-fast"], ["triangle"], tmp_path, seeds=2, progress=lambda *_: None)
-    assert [r["method"] for r in rows] == ["original", "uce", "gie-fast"]
+    rows = run_bench(["uce", "gie-fast", "uce-plain"], ["triangle"], tmp_path, seeds=2, progress=lambda *_: None)
+    assert [r["method"] for r in rows] == ["original", "uce", "gie-fast", "uce-plain"]
     assert rows[2]["options"] == {"strength": -8.0, "fast": True}
+    assert rows[3]["target_heldout"] < rows[0]["target_heldout"]  # the bare word, on held-out phrasings
     rows = rows[:2]
     for row in rows:
         assert row["alt_shown"] is None  # no alternative concept in these rows
@@ -64,5 +65,5 @@ def test_small_bench_on_shapeworld(tmp_path):
     grids = [(tmp_path / f"grid_triangle_{m}.png").read_bytes() for m in ("original", "uce")]
     assert grids[0] != grids[1]  # same seeds, different images: the edit acts
     bench = json.loads((tmp_path / "bench.json").read_text())
-    assert len(bench["rows"]) == 3 and (tmp_path / "bench.md").read_text().count("| triangle |") == 3
+    assert len(bench["rows"]) == 4 and (tmp_path / "bench.md").read_text().count("| triangle |") == 4
     assert "grid_triangle_uce.png" in (tmp_path / "report.html").read_text()

@@ -1,13 +1,17 @@
 """The ShapeWorld benchmark: every method x concept (and the original model) on one protocol.
 
 Per row: target_explicit / target_synonym / target_implicit (fraction of images where the erased concept is still
-detected), preserve_acc (accuracy on the attribute's other values), benign_kept (the target prompts' other
+detected), target_heldout (the same on phrasings no method's defaults were tuned on: 8 prompts each of explicit,
+synonym and implicit, `shapeworld.prompts.held_out_sets`), preserve_acc (accuracy on the attribute's other values), benign_kept (the target prompts' other
 attributes kept), alt_shown (All-but-One with an alternative: how often the alternative is drawn instead), fd
 (Fréchet distance of classifier features to procedural images of the same scenes), asr_ringabell (Ring-A-Bell,
 η = 3, detection rate), i2i_persist (image-to-image from real target images, strengths 0.5 and 0.75),
 seconds_erase (training included).
 
 Rows are methods or named variants (VARIANTS); the fine-tuning methods train on the bench's budget (TRAINING).
+Rows erase the `shapeworld/<concept>` preset (an anchor and the preserved values), except the `-plain` rows, which
+erase the bare concept as a new user would call it (no anchor, nothing preserved). Profiles (PROFILES): "main" (the
+README's main job, ≤ 20 min on 2 cores) and "full" (also GIE's fast mode and SLD's medium preset).
 GIE's parity mode needs the prompt text to splice the erase target into, so its Ring-A-Bell (an embedding attack)
 and image-to-image rows run one branch, as the fast mode does.
 """
@@ -20,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..attacks import RingABell
-from ..concepts import preset
-from ..detectors import shapeworld_detector
+from ..concepts import preset, resolve
+from ..detectors import judge, shapeworld_detector
 from ..errors import ErasekitError
 from ..evaluation.img2img import persistence
 from ..evaluation.metrics import ClassifierFeatures, frechet_distance
@@ -32,6 +36,7 @@ from ..models import load_pipeline
 from ..sampling import generate, sampler_defaults
 from ..shapeworld.captions import prompt as scene_prompt
 from ..shapeworld.domain import LABELS, SHAPE_NAMES, find_concept
+from ..shapeworld.prompts import held_out_sets
 from ..shapeworld.render import scene_images
 from ..utils.files import atomic_write_bytes, atomic_write_json, grid, save_image
 from ..utils.images import to_unit
@@ -54,10 +59,18 @@ VARIANTS = {
     "gie-fast": ("gie", {"strength": -8.0, "fast": True}),
     "sld": ("sld", {"strength": "medium"}),
     "sld-max": ("sld", {"strength": "max"}),
+    "uce-plain": ("uce", {}),
+    "rece-plain": ("rece", {}),
+    "trce-1-plain": ("trce", {"stages": 1}),
 }
 ALTERNATIVES = {"triangle": "diamond", "tobias renn": "mira solberg"}  # All-but-One's user-chosen alternatives
-DEFAULT_METHODS = ("uce", "rece", "trce-1", "trce", "esd-x", "esd-u", "abo", "abo-alt", "gie", "gie-adapter",
-                   "gie-fast", "sld", "sld-max")
+PROFILES = {
+    "main": ("uce", "uce-plain", "rece", "rece-plain", "trce-1", "trce-1-plain", "trce", "esd-x", "esd-u", "abo",
+             "abo-alt", "gie", "gie-adapter", "sld-max"),
+}
+PROFILES["full"] = PROFILES["main"] + ("gie-fast", "sld")
+DEFAULT_METHODS = PROFILES["main"]
+HELD_OUT = 8  # held-out prompts per form (explicit, synonym, implicit) of the target_heldout column
 DEFAULT_CONCEPTS = ("triangle", "tobias renn")
 
 
@@ -69,6 +82,19 @@ def row_options(label: str, concept: str) -> tuple[str, dict]:
             raise ErasekitError(f"no alternative concept is set for {concept!r} (bench.ALTERNATIVES)")
         options = {**options, "anchor": ALTERNATIVES[concept]}
     return method, options
+
+
+def row_spec(label: str, concept: str):
+    """The concept as a row erases it: the bare word for a `-plain` row, else the ShapeWorld preset."""
+    return resolve([concept]) if label.endswith("-plain") else preset("shapeworld/" + concept)
+
+
+def held_out_detection(pipe, concept: str, classifier) -> float:
+    """The target still detected on held-out phrasings (explicit, synonym and implicit pooled)."""
+    attribute, sets = held_out_sets(concept, HELD_OUT)
+    items = [item for form in ("explicit", "synonym", "implicit") for item in sets[form]]
+    images = generate(pipe, [p for p, _ in items], [900 + i for i in range(len(items))], progress=False)
+    return judge(images, [expected for _, expected in items], classifier)[attribute]
 
 
 def fd_scenes(exclude: str, count: int, seed: int = 1234):
@@ -118,6 +144,7 @@ def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str, a
             if name == "explicit":
                 row["benign_kept"] = scores["benign_kept"]
                 save_image(grid(images[:10], 10, scale=3), out / grid_name(concept, label))
+    row["target_heldout"] = held_out_detection(pipe, concept, classifier)
     if alternative:
         row["alt_shown"] = shapeworld_detector(alternative, classifier).rate(target_images)
     timings["sets"] = time.perf_counter() - t
@@ -150,7 +177,7 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
                      **measure(pipe, concept, seeds, classifier, out, "original")})
         progress(f"{concept}: original measured in {time.perf_counter() - t:.0f} s")
         for label in methods:
-            spec = preset("shapeworld/" + concept)
+            spec = row_spec(label, concept)
             t = time.perf_counter()
             try:
                 method, options = row_options(label, concept)

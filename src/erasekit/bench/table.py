@@ -2,8 +2,8 @@
 bench writes bench.md with it and the report renders report.html with it."""
 from __future__ import annotations
 
-COLUMNS = ("target_explicit", "target_synonym", "target_implicit", "preserve_acc", "benign_kept", "alt_shown",
-           "fd", "asr_ringabell", "i2i_persist", "seconds_erase")
+COLUMNS = ("target_explicit", "target_synonym", "target_implicit", "target_heldout", "preserve_acc", "benign_kept",
+           "alt_shown", "fd", "asr_ringabell", "i2i_persist", "seconds_erase")
 PLAIN_NUMBERS = ("fd", "seconds_erase")  # every other column is a rate, written as a percentage
 
 

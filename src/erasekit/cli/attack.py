@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
                        "P4D, concept inversion", description="Attack the model (with --edit applied; with none, "
                        "the original model: the sanity row) and write, per attack setting, the images "
                        "(DIR/<setting>/NNNN.png), a grid, and DIR/attack.json with the attack success rate and its "
-                       "95 %% Wilson interval: the fraction of images in which the concept is detected (ShapeWorld "
+                       "95 % Wilson interval: the fraction of images in which the concept is detected (ShapeWorld "
                        "classifier for ShapeWorld concepts, NudeNet at 0.6 otherwise), and the adversarial prompts "
                        "found. The searching attacks also write 'before' (the prompts as given) and the rate of "
                        "images shown before or after the attack (UnlearnDiffAtk's counting). White-box attacks: "

@@ -5,18 +5,22 @@ from .options import COUNT, add_model
 
 
 def add_parsers(sub) -> None:
-    from ..bench import DEFAULT_CONCEPTS, DEFAULT_METHODS
+    from ..bench import DEFAULT_CONCEPTS, PROFILES
     p = sub.add_parser("bench", help="run the method x concept benchmark on ShapeWorld",
                        description="Erase each concept with each method and measure erasure (explicit, synonym, "
                        "implicit prompts), preservation, benign attributes kept, Fréchet distance, Ring-A-Bell and "
                        "image-to-image persistence, the original model included. Writes DIR/bench.json, "
                        "DIR/bench.md and DIR/report.html.")
     add_model(p, " (a ShapeWorld-vocabulary model)")
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                   help="methods or variants (trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x, "
+    p.add_argument("--profile", choices=sorted(PROFILES), default="main",
+                   help="which rows: main (the README's main job, about 17 min on 2 cores: " +
+                   " ".join(PROFILES["main"]) + ") or full (also gie-fast and sld); default: %(default)s")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="methods or variants instead of the profile's (uce-plain, rece-plain, trce-1-plain: the bare "
+                   "concept, no preset; trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x, "
                    "esd-u, abo (plain erasure), abo-alt (triangle → diamond, tobias renn → mira solberg): trained "
                    "for 100 steps on x_t from 10-step trajectories; gie: fixed w = -8; gie-adapter: the shipped "
-                   "scale adapter; gie-fast: one branch; sld / sld-max: presets medium / max); default: %(default)s")
+                   "scale adapter; gie-fast: one branch; sld / sld-max: presets medium / max)")
     p.add_argument("--concepts", nargs="+", default=list(DEFAULT_CONCEPTS), help="ShapeWorld shapes or artists")
     p.add_argument("--seeds", type=COUNT, default=4, help="images per phrasing (default 4)")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -30,11 +34,12 @@ def add_parsers(sub) -> None:
 
 def run_bench(args) -> int:
     import time
-    from ..bench import VARIANTS, markdown, run_bench as bench
+    from ..bench import PROFILES, VARIANTS, markdown, run_bench as bench
     from ..errors import ErasekitError
     from ..methods import METHODS
     from ..shapeworld.domain import find_concept
-    unknown = [m for m in args.methods if m not in METHODS and m not in VARIANTS]
+    methods = args.methods or list(PROFILES[args.profile])
+    unknown = [m for m in methods if m not in METHODS and m not in VARIANTS]
     if unknown:
         raise ErasekitError(f"unknown method(s) {unknown}; available: {', '.join(sorted({*METHODS, *VARIANTS}))}")
     for concept in args.concepts:
@@ -45,7 +50,7 @@ def run_bench(args) -> int:
         if attribute not in ("shape", "texture"):
             raise ErasekitError(f"bench concepts are shapes or artists/textures, not a {attribute}")
     start = time.perf_counter()
-    rows = bench(args.methods, args.concepts, args.out, args.seeds, args.model)
+    rows = bench(methods, args.concepts, args.out, args.seeds, args.model)
     print(markdown(rows))
     print(f"bench took {(time.perf_counter() - start) / 60:.1f} min; wrote {args.out}/bench.json, bench.md, "
           "report.html")

@@ -83,3 +83,34 @@ def _texture_sets(target: str, v, seeds: int) -> dict[str, list[ScenePrompt]]:
                                  {"texture": t.name}) for t in ATTRIBUTES["texture"] if t.name != v.name
                      for i in range(seeds)]
     return sets
+
+
+_COLORS, _BACKGROUNDS = LABELS["color"], LABELS["background"]
+
+
+def held_out_sets(concept: str, n: int) -> tuple[str, dict[str, list[tuple[str, dict]]]]:
+    """(attribute, set → [(prompt, expected)]), n prompts a set, in frames that neither the bench's other sets, the
+    training captions' templates nor any method's defaults use: for measuring only (the bench's target_heldout,
+    scripts/held_out_plain_calls.py). explicit / synonym / implicit name the concept; other: the attribute's other
+    values (preservation)."""
+    attribute, v = find_concept(concept)
+    if attribute == "shape":
+        def frame(i, phrase):
+            return f"a picture of a {_COLORS[i % 5]} {phrase} on a {_BACKGROUNDS[i % 3]} background"
+        sets = {form: [(frame(i, v.phrasings(form)[i % len(v.phrasings(form))]), {"shape": v.name})
+                       for i in range(n)] for form in ("explicit", "synonym", "implicit")}
+        others = [s for s in SHAPE_NAMES if s != v.name]
+        sets["other"] = [(frame(i, others[i % len(others)]), {"shape": others[i % len(others)]}) for i in range(n)]
+        return attribute, sets
+    names = [v.name, *v.synonyms]
+    sets = {"explicit": [(f"a picture of a {_COLORS[i % 5]} {SHAPE_NAMES[i % 6]} made by {v.artist}",
+                          {"texture": v.name}) for i in range(n)],
+            "synonym": [(f"an image of a {names[i % 4]} {_COLORS[i % 5]} {SHAPE_NAMES[i % 6]}", {"texture": v.name})
+                        for i in range(n)],
+            "implicit": [(f"a picture of a {_COLORS[i % 5]} {SHAPE_NAMES[i % 6]} {v.implicit[i % 3]}",
+                          {"texture": v.name}) for i in range(n)]}
+    others = [t for t in LABELS["texture"] if t != v.name]
+    artists = {t: find_concept(t)[1].artist for t in others}
+    sets["other"] = [(f"a picture of a {_COLORS[i % 5]} {SHAPE_NAMES[i % 6]} made by {artists[others[i % 3]]}",
+                      {"texture": others[i % 3]}) for i in range(n)]
+    return attribute, sets
