@@ -13,7 +13,7 @@ def add_parsers(sub) -> None:
                        "DIR/bench.md and DIR/report.html.")
     add_model(p, " (a ShapeWorld-vocabulary model)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="main",
-                   help="which rows: main (the README's main job, about 17 min on 2 cores: " +
+                   help="which rows: main (the README's main job, about 18 min on 2 cores: " +
                    " ".join(PROFILES["main"]) + ") or full (also gie-fast and sld); default: %(default)s")
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods or variants instead of the profile's (uce-plain, rece-plain, trce-1-plain: the bare "
