@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["uce", "rece", "trce", "esd-x"])
     parser.add_argument("--concepts", nargs="+", default=["triangle", "tobias renn"])
     parser.add_argument("--images", type=int, default=30, help="images per set")
+    parser.add_argument("--calls", nargs="+", default=["plain", "preset"], choices=["plain", "preset"])
     parser.add_argument("--option", action="append", default=[], metavar="METHOD:KEY=VALUE",
                         help="an option for one method, e.g. trce:stages=1 (stated in the output)")
     args = parser.parse_args()
@@ -41,6 +42,8 @@ def main() -> None:
         rows = [("original", None, rates(pipe, concept, args.images), 0.0)]
         for method in args.methods:
             for call, concepts in (("plain", [concept]), ("preset", ["shapeworld/" + concept])):
+                if call not in args.calls:
+                    continue
                 start = time.perf_counter()
                 edit = erasekit.erase(pipe, method, concepts, **options.get(method, {}))
                 seconds = time.perf_counter() - start

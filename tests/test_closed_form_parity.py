@@ -126,20 +126,21 @@ def trce_rows(pipe, spec):
     return enc_m.embeddings[index, enc_m.eot_index].double(), enc_s.embeddings[index, enc_s.eot_index].double()
 
 
-def test_trce_default_pushes_the_first_eot_rows_past_the_safe_rows(sd1, tmp_path):
+def test_trce_default_pushes_context_rows_past_the_safe_rows_with_a_relative_prior(sd1, tmp_path):
     spec = resolve(["nude"], anchor="cat")
-    edit = erasekit.erase(sd1, "trce", spec, stages=1, lam=1e-3, cache_dir=str(tmp_path))
-    erase, value = trce_rows(sd1, spec)
-    c2, tokens = caption_prior(sd1, caption_list(sd1, ["nude"]), str(tmp_path))
-    prior = 0.01 ** 2 / 3e4 * 30_000 * 77 / tokens * c2
     weights = {n: w.double() for n, w in kv_weights(sd1.unet).items()}
-    n = len(erase)
-    assert_same(sd1, edit, solve_reference(weights, erase, value - (erase - value), preserve_cov=prior, lam=1e-3,
-                                           erase_weights=torch.full((n,), 1 / n)))
-    context = erasekit.erase(sd1, "trce", spec, stages=1, lam=1e-3, cache_dir=str(tmp_path), rows="context")
+    c2, tokens = caption_prior(sd1, caption_list(sd1, ["nude"]), str(tmp_path))
+    n = len(pairs(spec))
+    edit = erasekit.erase(sd1, "trce", spec, stages=1, lam=1e-3, cache_dir=str(tmp_path))
     erase, value = context_rows(sd1, ["nude"], ["cat"], TEMPLATES)
-    assert_same(sd1, context, solve_reference(weights, erase, value - (erase - value), preserve_cov=prior,
-                                              lam=1e-3, erase_weights=torch.full((len(erase),), 1 / n)))
+    prior = c2 * ((erase ** 2).sum() / n / c2.trace())  # trace equal to the weighted erase rows'
+    assert_same(sd1, edit, solve_reference(weights, erase, value - (erase - value), preserve_cov=prior, lam=1e-3,
+                                           erase_weights=torch.full((len(erase),), 1 / n)))
+    first = erasekit.erase(sd1, "trce", spec, stages=1, lam=1e-3, cache_dir=str(tmp_path), rows="first_eot")
+    erase, value = trce_rows(sd1, spec)
+    prior = 0.01 ** 2 / 3e4 * 30_000 * 77 / tokens * c2
+    assert_same(sd1, first, solve_reference(weights, erase, value - (erase - value), preserve_cov=prior, lam=1e-3,
+                                            erase_weights=torch.full((n,), 1 / n)))
 
 
 @pytest.mark.parametrize("method,option", [("uce", {"parity": "theirs"}), ("uce", {"rows": "every"}),

@@ -51,9 +51,14 @@ def caption_prior(pipe, captions: list[str], cache_dir: str | None = None) -> tu
     return c2, tokens
 
 
+def relative_weight(c2: torch.Tensor, erase_rows: torch.Tensor, erase_weights: torch.Tensor, weight: float) -> float:
+    """The coefficient that makes the prior's trace `weight` times the weighted erase rows' (Σ w_i ‖c_i‖²): a
+    strength that depends on neither the caption count nor the number of erase rows."""
+    mass = (erase_weights.double() * (erase_rows.double() ** 2).sum(1)).sum()
+    return (weight * mass / c2.trace()).item()
+
+
 def relative_prior(c2: torch.Tensor, erase_rows: torch.Tensor, erase_weights: torch.Tensor, weight: float
                    ) -> torch.Tensor:
-    """The prior scaled so that its trace is `weight` times the weighted erase rows' (Σ w_i ‖c_i‖²): a strength
-    that does not depend on the caption count or the number of erase rows."""
-    mass = (erase_weights.double() * (erase_rows.double() ** 2).sum(1)).sum()
-    return c2 * (weight * mass / c2.trace())
+    """The prior scaled by `relative_weight`."""
+    return c2 * relative_weight(c2, erase_rows, erase_weights, weight)

@@ -1,8 +1,14 @@
 """TRCE — Towards Reliable Concept Erasure (Chen et al., ICCV 2025), both stages.
 
 Stage 1, closed form: 300 (malicious, safe) prompt pairs (20 concept pairs x 15 templates): the first-EoT row of
-each malicious prompt is mapped to W0 times the first-EoT row of its safe counterpart, on every K/V matrix, with a
-preservation prior C2 = Σ e eᵀ over all tokens of a caption list (cached on disk per model) and λ = 0.
+each malicious prompt is mapped to W0 times the first-EoT row of its safe counterpart, on every K/V matrix, the
+erase sums divided by the number of pairs N, with a preservation prior C2 = Σ e eᵀ over all tokens of a caption
+list (cached on disk per model, coefficient s²/3e4) and λ = 0 — that is `parity="authors"`.
+erasekit's default erases when called with a bare concept (no preset, empty anchor): every row from the concept
+to the end of each prompt ("context", as UCE's; the first EoT is among them), values pushed past the safe rows,
+s − η(m − s) with η = 1, and the prior relative to those rows' mass (`prior`, as UCE's), since the authors'
+coefficient is tuned for one row a pair. First-EoT rows alone with the push left 4–6 % of the triangle on held-out
+phrasings (80 images a set); `rows="first_eot"` keeps them with the authors' coefficient.
 Stage 2, fine-tuning (`trce_stage2`): contrastive steering of the early trajectory on the stage-1 model. Two stages
 is the default and one Edit holds both; `stages=1` gives the closed-form edit alone.
 
@@ -16,7 +22,7 @@ import torch
 
 from ..edits import WeightDelta
 from ..errors import ErasekitError
-from ..closed_form.prior import caption_list, caption_prior
+from ..closed_form.prior import caption_list, caption_prior, relative_weight
 from ..closed_form.rows import context_rows
 from ..closed_form.solver import solve
 from ..models import encode, kv_weights
@@ -43,9 +49,10 @@ class TRCEConfig(FineTuneConfig):
     cache_dir: str | None = None      # where priors are cached (default ~/.cache/erasekit/trce)
     parity_wordcount_eot: bool = False  # official-code parity: EoT index from whitespace word count (wrong)
     weighting: str = "mean"           # "mean": erase sums / N prompt pairs (the authors'); "sum": weight 1 a row
-    rows: str = "first_eot"           # "first_eot" (the authors'); "context": the concept's rows to the end (UCE's)
-    eta: float = 1.0                  # values pushed past the safe rows, s − η(m − s) (erasekit; as UCE's η); 0
-    parity: str = "erasekit"          # "authors": rows "first_eot", η 0 (overriding those two)
+    rows: str = "context"             # "context": the concept's rows to the end (erasekit's, as UCE's); "first_eot"
+    prior: float = 1.0                # context rows: the caption prior relative to the erase rows' mass (as UCE's)
+    eta: float = 1.0                  # values pushed past the safe rows, s − η(m − s) (erasekit, as UCE's η)
+    parity: str = "erasekit"          # "authors": rows "first_eot", η 0, the authors' prior (overriding those)
     lam: float = 0.0                  # the authors use none; a random-init text encoder needs some
     # stage 2 (the shared fine-tuning settings above, with the authors' values)
     steps: int = 300
@@ -124,6 +131,8 @@ def stage1(pipe, spec, config: TRCEConfig) -> WeightDelta:
     c2, tokens = caption_prior(pipe, caption_list(pipe, spec.targets, config.captions), config.cache_dir)
     s = config.prior_scale if config.prior_scale is not None else (0.01 if len(spec.targets) == 1 else 0.02)
     coefficient = s**2 / 3e4 * REFERENCE_TOKENS / tokens  # the authors' weight, rescaled to this list's size
+    if config.rows == "context" and config.parity == "erasekit":  # the authors' weight suits one row a pair
+        coefficient = relative_weight(c2, malicious, weights, config.prior)
     updates = solve(kv_weights(pipe.unet), malicious, safe, erase_weights=weights, preserve_cov=coefficient * c2,
                     lam=config.lam)
     return to_edit(pipe, updates, "trce", spec, config, prompt_pairs=len(prompt_pairs), prior_tokens=tokens,
