@@ -82,6 +82,11 @@ def context_rows(pipe, targets: list[str], anchors: list[str], templates) -> tup
     return torch.cat(erase).double(), torch.cat(value).double()
 
 
+def pushed(value: torch.Tensor, erase: torch.Tensor, eta: float) -> torch.Tensor:
+    """Value rows moved past the anchor, away from the rows they replace: a − η(c − a) (η = 0: the anchor)."""
+    return value - eta * (erase - value)
+
+
 def all_rows(pipe, texts: list[str]) -> torch.Tensor:
     """Every token row (SoT, words, EoT, padding) of each text."""
     rows = encode(pipe, texts, warn=False).embeddings.double()

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from ..edits import WeightDelta
-from ..closed_form.rows import all_rows, covariance
+from ..closed_form.rows import all_rows, covariance, pushed
 from ..closed_form.solver import LowRankUpdate, factors
 from ..concepts import ConceptError
 from ..models import kv_weights
@@ -127,7 +127,7 @@ def rece_updates(originals: dict[str, torch.Tensor], start: dict[str, LowRankUpd
         derived = _derive(gram, g0 + d.T @ a.T, concept, config.lam_reg)
         eta = 0.0 if config.parity == "authors" else config.eta
         preserve = covariance(space if kept is None else kept, config.lam1)
-        shift, down = factors(derived, space - eta * (concept - space), preserve_cov=preserve, lam=config.lam2)
+        shift, down = factors(derived, pushed(space, concept, eta), preserve_cov=preserve, lam=config.lam2)
         up = (w0 @ shift.T + u @ (d @ shift.T)).split(rows)         # W_current @ shiftᵀ, without forming W
         total = merge(total, {n: LowRankUpdate(up[k], down) for k, n in enumerate(names)})
         yield epoch, total

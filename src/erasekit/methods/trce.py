@@ -23,7 +23,7 @@ import torch
 from ..edits import WeightDelta
 from ..errors import ErasekitError
 from ..closed_form.prior import caption_list, caption_prior, relative_weight
-from ..closed_form.rows import context_rows
+from ..closed_form.rows import context_rows, pushed
 from ..closed_form.solver import solve
 from ..models import encode, kv_weights
 from .finetune import FineTuneConfig, finetuned_edit
@@ -103,17 +103,21 @@ def erase_trce(pipe, spec, config: TRCEConfig) -> WeightDelta:
                           **first.metadata["protocol"], stage2_pairs=len(concept_pairs(spec)))
 
 
-def stage1_rows(pipe, spec, config: TRCEConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(malicious, safe) rows: each prompt pair's first-EoT rows, or its context rows (concept to the end)."""
+def row_mode(config: TRCEConfig) -> str:
+    """The rows stage 1 uses: "first_eot" under the authors' parity, else `config.rows` (checked)."""
     if config.parity not in ("erasekit", "authors"):
         raise ErasekitError(f"parity must be 'erasekit' or 'authors', not {config.parity!r}")
-    rows = "first_eot" if config.parity == "authors" else config.rows
-    if rows == "context":
-        templates = spec.templates if spec.templates != ["{}"] else TEMPLATES
-        rows = [context_rows(pipe, [m], [s], templates) for m, s in concept_pairs(spec)]
-        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
-    if rows != "first_eot":
+    if config.rows not in ("first_eot", "context"):
         raise ErasekitError(f"TRCE rows must be 'first_eot' or 'context', not {config.rows!r}")
+    return "first_eot" if config.parity == "authors" else config.rows
+
+
+def stage1_rows(pipe, spec, config: TRCEConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(malicious, safe) rows: each prompt pair's first-EoT rows, or its context rows (concept to the end)."""
+    if row_mode(config) == "context":
+        templates = spec.templates if spec.templates != ["{}"] else TEMPLATES
+        per_pair = [context_rows(pipe, [m], [s], templates) for m, s in concept_pairs(spec)]
+        return torch.cat([e for e, _ in per_pair]), torch.cat([v for _, v in per_pair])
     prompt_pairs = pairs(spec)
     return (eot_rows(pipe, [m for m, _ in prompt_pairs], config.parity_wordcount_eot),
             eot_rows(pipe, [s for _, s in prompt_pairs], config.parity_wordcount_eot))
@@ -125,13 +129,13 @@ def stage1(pipe, spec, config: TRCEConfig) -> WeightDelta:
     prompt_pairs = pairs(spec)
     malicious, safe = stage1_rows(pipe, spec, config)
     if config.parity == "erasekit":
-        safe = safe - config.eta * (malicious - safe)
+        safe = pushed(safe, malicious, config.eta)
     per_row = 1 / len(prompt_pairs) if config.weighting == "mean" else 1.0
     weights = torch.full((len(malicious),), per_row, dtype=torch.float64)
     c2, tokens = caption_prior(pipe, caption_list(pipe, spec.targets, config.captions), config.cache_dir)
     s = config.prior_scale if config.prior_scale is not None else (0.01 if len(spec.targets) == 1 else 0.02)
     coefficient = s**2 / 3e4 * REFERENCE_TOKENS / tokens  # the authors' weight, rescaled to this list's size
-    if config.rows == "context" and config.parity == "erasekit":  # the authors' weight suits one row a pair
+    if row_mode(config) == "context":  # the authors' weight suits one row a pair
         coefficient = relative_weight(c2, malicious, weights, config.prior)
     updates = solve(kv_weights(pipe.unet), malicious, safe, erase_weights=weights, preserve_cov=coefficient * c2,
                     lam=config.lam)

@@ -28,7 +28,7 @@ import torch
 from ..concepts import ConceptError
 from ..edits import WeightDelta
 from ..closed_form.prior import caption_list, caption_prior, relative_prior
-from ..closed_form.rows import CONTEXT_TEMPLATES, aligned_rows, all_rows, context_rows, covariance
+from ..closed_form.rows import CONTEXT_TEMPLATES, aligned_rows, all_rows, context_rows, covariance, pushed
 from ..closed_form.solver import LowRankUpdate, solve
 from ..models import kv_weights
 from .registry import register_method
@@ -91,7 +91,7 @@ def uce_updates(pipe, spec, config: UCEConfig, weights: dict[str, torch.Tensor] 
                 ) -> dict[str, LowRankUpdate]:
     config = resolved(config)
     erase, value = erase_rows(pipe, spec, config)
-    value = value - config.eta * (erase - value)
+    value = pushed(value, erase, config.eta)
     scale = torch.full((len(erase),), config.erase_scale, dtype=torch.float64)
     preserve_cov = None
     kept = preserved_rows(pipe, spec, config)
