@@ -6,7 +6,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("ERASEKIT_TEST_THREADS", "2")))  # 1 when sharing the cores
 FAMILIES = ("sd1", "sd2", "sdxl")
 
 
