@@ -28,3 +28,25 @@ def tiny_pipe(tiny_dirs, family):
     """A freshly loaded tiny pipeline (through the same loader a user's model takes)."""
     from erasekit import load_pipeline
     return load_pipeline(tiny_dirs[family])
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random CLIP model and processor saved as a folder (for CLIP-score metrics and rewards)."""
+    from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTextConfig,
+                              CLIPVisionConfig)
+    from erasekit.shapeworld.tokenizer import save_tokenizer
+    folder = tmp_path_factory.mktemp("clip")
+    tok = save_tokenizer(folder / "tok", words=["a", "red", "cat", "dog", "photo", "of"], max_length=16)
+    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=16, eos_token_id=tok.eos_token_id,
+                          bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)) \
+        .save_pretrained(folder / "clip")
+    CLIPProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32},
+                                                        crop_size={"height": 32, "width": 32}),
+                  tokenizer=tok).save_pretrained(folder / "clip")
+    return folder / "clip"

@@ -88,27 +88,6 @@ def test_i2p_and_caption_csv_loaders(tmp_path):
                                                                                   ("a red bus", 11)]
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTextConfig,
-                              CLIPVisionConfig)
-    from erasekit.shapeworld.tokenizer import save_tokenizer
-    folder = tmp_path_factory.mktemp("clip")
-    tok = save_tokenizer(folder / "tok", words=["a", "red", "cat", "dog", "photo", "of"], max_length=16)
-    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, max_position_embeddings=16, eos_token_id=tok.eos_token_id,
-                          bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=32, patch_size=8)
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)) \
-        .save_pretrained(folder / "clip")
-    CLIPProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32},
-                                                        crop_size={"height": 32, "width": 32}),
-                  tokenizer=tok).save_pretrained(folder / "clip")
-    return folder / "clip"
-
-
 def test_clip_score_from_a_local_folder(tiny_clip):
     from erasekit.detectors import clip_features
     from erasekit.evaluation.metrics import CLIPScore

@@ -81,6 +81,9 @@ def run(args) -> int:
                             "weight-delta edits can be exported as LoRA")
     edit.save(args.out, overwrite=args.overwrite)
     print(f"wrote {edit} to {args.out} in {edit.metadata['protocol']['seconds_erase']:.2f} s")
+    if edit.metadata["protocol"].get("rewards"):
+        from ..methods.forceforget import save_reward_curve
+        print(f"wrote the reward curve {save_reward_curve(edit, Path(args.out) / 'reward_curve.png')}")
     if args.lora:
         report = edit.export_lora(args.lora, max_rank=args.lora_rank)
         print(f"wrote LoRA {args.lora}: ranks {report['ranks']}, max relative error "

@@ -7,6 +7,7 @@ weights are the edit's tensors, named `<target module>::<adapter parameter>`.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -67,16 +68,39 @@ class AdapterEdit(Edit):
 
     def _apply(self, pipe) -> None:
         modules = dict(pipe.unet.named_modules())
-        handles = []
-        for name in self.targets:
-            adapter = self.build(modules[name], name)
-            if self.metadata["config"]["mode"] == "input":
-                handle = modules[name].register_forward_pre_hook(lambda m, args, a=adapter: (a(args[0]), *args[1:]))
-            else:
-                handle = modules[name].register_forward_hook(lambda m, args, out, a=adapter: out + a(args[0]))
-            handles.append(handle)
-        edit_state(pipe).live[id(self)] = handles
+        adapters = {name: self.build(modules[name], name) for name in self.targets}
+        edit_state(pipe).live[id(self)] = attach(pipe.unet, adapters, self.metadata["config"]["mode"])
 
     def _remove(self, pipe) -> None:
         for handle in edit_state(pipe).live.pop(id(self)):
+            handle.remove()
+
+
+def attach(unet: torch.nn.Module, adapters: dict[str, torch.nn.Module], mode: str) -> list:
+    """Hook live adapter modules onto the UNet submodules they are keyed by (the way an applied AdapterEdit runs,
+    and the way a trainer runs adapters it is training). Returns the hook handles."""
+    modules = dict(unet.named_modules())
+    missing = [name for name in adapters if name not in modules]
+    if missing:
+        raise EditError(f"adapters target modules this UNet does not have: {missing[:3]}")
+    handles = []
+    for name, adapter in adapters.items():
+        if mode == "input":
+            handle = modules[name].register_forward_pre_hook(lambda m, args, a=adapter: (a(args[0]), *args[1:]))
+        elif mode == "output":
+            handle = modules[name].register_forward_hook(lambda m, args, out, a=adapter: out + a(args[0]))
+        else:
+            raise EditError(f"adapter mode must be 'input' or 'output', not {mode!r}")
+        handles.append(handle)
+    return handles
+
+
+@contextmanager
+def attached(unet: torch.nn.Module, adapters: dict[str, torch.nn.Module], mode: str):
+    """The adapters hooked on for the duration (for training them); the UNet is untouched afterwards."""
+    handles = attach(unet, adapters, mode)
+    try:
+        yield adapters
+    finally:
+        for handle in handles:
             handle.remove()

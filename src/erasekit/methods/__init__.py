@@ -8,7 +8,7 @@ import time
 
 from ..concepts import resolve
 from ..models.text import check_concept_words
-from . import abo, esd, gie, rece, sld, trce, uce  # noqa: F401  (each registers itself)
+from . import abo, esd, forceforget, gie, rece, sld, trce, uce  # noqa: F401  (each registers itself)
 from .registry import METHODS, Method, make_config, register_method
 
 __all__ = ["METHODS", "Method", "erase", "make_config", "register_method"]

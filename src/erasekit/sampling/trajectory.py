@@ -123,27 +123,58 @@ def ddim_step(scheduler: DDIMScheduler, model_output: torch.Tensor, t, x: torch.
     """One DDIM step x_t → x_{t-1} (Song et al. 2021, eq. 12), as diffusers' DDIMScheduler.step, returning also
     the log-probability of the sample under the step's Gaussian, averaged over its elements as DDPO does (None
     when η = 0: the step is deterministic)."""
-    step = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    prev_t = int(t) - step
-    alphas = scheduler.alphas_cumprod.to(x.device)
-    alpha_t = alphas[int(t)]
-    alpha_prev = alphas[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod.to(x.device)
+    mean, std = ddim_mean_std(scheduler, model_output, t, x, eta)
+    if eta == 0:
+        return mean, None
+    noise = randn_tensor(model_output.shape, generator=generators, device=x.device, dtype=x.dtype)
+    sample = mean + std * noise
+    return sample, gaussian_log_prob(sample.detach(), mean, std)
+
+
+def ddim_mean_std(scheduler: DDIMScheduler, model_output: torch.Tensor, t, x: torch.Tensor, eta: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and standard deviation of the DDIM step's Gaussian p(x_{t-1} | x_t) for a model output."""
+    alpha_t, alpha_prev = _alphas(scheduler, t, x.device)
     x0, eps = x0_and_epsilon(scheduler.config.prediction_type, model_output, x, alpha_t)
     if scheduler.config.thresholding:
         raise ValueError("DDIM with dynamic thresholding is not supported by erasekit's trajectories")
     if scheduler.config.clip_sample:  # x0 only, as diffusers does without use_clipped_model_output
         x0 = x0.clamp(-scheduler.config.clip_sample_range, scheduler.config.clip_sample_range)
-    variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
-    std = eta * variance.sqrt()
+    std = step_std(scheduler, t, eta, x.device)
     mean = alpha_prev.sqrt() * x0 + (1 - alpha_prev - std**2).sqrt() * eps
-    if eta == 0:
-        return mean, None
-    noise = randn_tensor(model_output.shape, generator=generators, device=x.device, dtype=x.dtype)
-    sample = mean + std * noise
-    if std == 0:  # the last step with set_alpha_to_one: deterministic, so it adds nothing to the log-probability
-        return sample, torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
-    log_prob = (-(sample.detach() - mean) ** 2 / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi))
-    return sample, log_prob.mean(dim=tuple(range(1, x.ndim)))
+    return mean, std
+
+
+def _alphas(scheduler: DDIMScheduler, t, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ᾱ_t, ᾱ of the step's target timestep) of a DDIM step from timestep t."""
+    prev_t = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    alphas = scheduler.alphas_cumprod.to(device)
+    return alphas[int(t)], alphas[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod.to(device)
+
+
+def step_std(scheduler: DDIMScheduler, t, eta: float, device="cpu") -> torch.Tensor:
+    """σ of the DDIM step from timestep t: η √((1 − ᾱ_prev)/(1 − ᾱ_t) (1 − ᾱ_t/ᾱ_prev)); 0 on a deterministic
+    step (η = 0, or the last step with set_alpha_to_one)."""
+    alpha_t, alpha_prev = _alphas(scheduler, t, device)
+    return eta * ((1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)).sqrt()
+
+
+def gaussian_log_prob(sample: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """log N(sample; mean, std²) per image, averaged over its elements (DDPO's convention); 0 where std = 0 (the
+    last step with set_alpha_to_one is deterministic and adds nothing)."""
+    if std == 0:
+        return torch.zeros(sample.shape[0], device=sample.device, dtype=sample.dtype)
+    log_prob = -(sample - mean) ** 2 / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    return log_prob.mean(dim=tuple(range(1, sample.ndim)))
+
+
+def transition_log_prob(pipe, scheduler: DDIMScheduler, cond: Conditioning, x: torch.Tensor, t,
+                        x_next: torch.Tensor, eta: float) -> torch.Tensor:
+    """log p(x_next | x) of one stored DDIM step under the model as it is now (with gradients when they are on):
+    the policy's log-probability a policy-gradient update needs (DDPO)."""
+    eps = noise_prediction(pipe.unet, scheduler.scale_model_input(x, t), t, cond)
+    mean, std = ddim_mean_std(scheduler, eps, t, x, eta)
+    return gaussian_log_prob(x_next, mean, std)
 
 
 def x0_and_epsilon(kind: str, output: torch.Tensor, x: torch.Tensor, alpha_t: torch.Tensor):

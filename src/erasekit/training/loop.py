@@ -58,11 +58,13 @@ def make_optimizer(parameters: list[torch.Tensor], config: TrainingConfig) -> to
 
 def train(loss_fn: Callable[[StepContext], torch.Tensor], parameters: dict[str, torch.Tensor],
           config: TrainingConfig, *, folder: str | Path | None = None, record: dict | None = None,
-          ema_decay: float | None = None, desc: str = "train", progress: bool = True) -> TrainingResult:
+          ema_decay: float | None = None, desc: str = "train", progress: bool = True,
+          status: Callable[[], dict] | None = None) -> TrainingResult:
     """Optimise `parameters` (name → leaf tensor with requires_grad) to minimise `loss_fn` for `config.steps`
     steps. With `folder`, checkpoints go to `folder/checkpoint` and the log to `folder/log.csv`, and a run found
     there resumes (refused when its settings, `config` plus `record`, differ). With `ema_decay`, the parameters
-    end as their EMA (diffusers' EMAModel). Returns the losses of the steps run here."""
+    end as their EMA (diffusers' EMAModel). `status`: more figures for the progress bar (e.g. a mean reward).
+    Returns the losses of the steps run here."""
     config.check()
     if not parameters:
         raise TrainingError("nothing to train: the selection of trainable parameters is empty")
@@ -83,7 +85,7 @@ def train(loss_fn: Callable[[StepContext], torch.Tensor], parameters: dict[str, 
         if ema is not None:
             ema.step(tensors)
         result.losses.append(loss)
-        bar.set_postfix(loss=f"{loss:.4g}")
+        bar.set_postfix(loss=f"{loss:.4g}", **(status() if status is not None else {}))
         done = step + 1
         if log is not None and (done % config.log_every == 0 or done == config.steps):
             log.write(done, loss, config.lr_at(step), round(time.perf_counter() - began, 2))
@@ -103,28 +105,28 @@ def _step(loss_fn, tensors, optimizer, config: TrainingConfig, step: int) -> flo
     for group in optimizer.param_groups:
         group["lr"] = config.lr_at(step)
     optimizer.zero_grad(set_to_none=True)
-    world, rank = _world()
+    processes, rank = world()
     total = 0.0
     for k in range(config.accumulation):
-        micro = k * world + rank
+        micro = k * processes + rank
         seed = derived_seed(config.seed, step, micro)
         torch.manual_seed(seed)  # anything drawing from the global generator (dropout) is seeded too
         loss = loss_fn(StepContext(step, micro, generator(config.seed, step, micro), seed))
-        value = _mean_over_processes(float(loss.detach()), world)
+        value = _mean_over_processes(float(loss.detach()), processes)
         if not math.isfinite(value):
             raise TrainingError(f"the loss became {value} at step {step + 1}; training stopped, the last good "
                                 "checkpoint (if any) is kept")
         (loss / config.accumulation).backward()
         total += value / config.accumulation
-    if world > 1:
-        _average_gradients(tensors, world)
+    if processes > 1:
+        _average_gradients(tensors, processes)
     if config.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(tensors, config.grad_clip)
     optimizer.step()
     return total
 
 
-def _world() -> tuple[int, int]:
+def world() -> tuple[int, int]:
     """(number of processes, this one's index): (1, 0) unless launched data-parallel."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
@@ -133,7 +135,7 @@ def _world() -> tuple[int, int]:
 
 
 def _is_main() -> bool:
-    return _world()[1] == 0
+    return world()[1] == 0
 
 
 def _mean_over_processes(value: float, world: int) -> float:
@@ -162,7 +164,7 @@ def _start_processes() -> None:
 
 
 def _barrier() -> None:
-    if _world()[0] > 1:
+    if world()[0] > 1:
         import torch.distributed as dist
         dist.barrier()
 

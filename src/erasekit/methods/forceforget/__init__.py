@@ -1,0 +1,187 @@
+"""ForceForget — reinforcement learning on a Concept Erasing Reward, with a Safe Adapter (Han & Li, ICML 2026,
+arXiv 2606.14351). There is no public code: this is erasekit's reconstruction of what the paper tells, and every
+choice the paper leaves open is a knob below, marked "reconstruction".
+
+What the paper tells: a **Safe Adapter** — per cross-attention layer, its own key/value projections for the last 4
+text positions (`edits.safe_adapter`) — plus LoRA on the layer's K/V are trained, everything else frozen; the
+policy update is DDPO's (Black et al. 2024): DDIM η = 1 sampling with per-step log-probabilities, PPO's clipped
+importance ratio; the reward is CER = λ_safe r_safe + λ_align r_align (`reward.py`), over a prompt pool of target
+prompts and benign ones (`pool.py`), so that the benign content of a harmful prompt is kept.
+
+Reconstructed (the paper is silent; DDPO's defaults as declared assumptions): lr 3e-4, clip range 1e-4, gradient
+clip 1, 1 inner epoch, advantages normalised per prompt over each round's samples (DDPO keeps running per-prompt
+statistics; a round here samples each prompt `samples_per_prompt` times instead, so nothing but the weights has to
+be checkpointed), λs equal, LoRA rank 4, 75 % target prompts per round. Budgets (`iterations`, `batch_size`) are
+ShapeWorld-sized (minutes on 2 CPU cores); on SD turn them up (the paper's GPU time is not given).
+
+Each optimiser step trains every sampled trajectory at `timestep_fraction` of its steps (the accumulated
+micro-batches of one step are its timesteps, as DDPO accumulates); checkpoints fall on round boundaries, where the
+next round's samples follow from the weights and the seed alone, so a resumed run continues bit-identically.
+
+    edit = erasekit.erase(pipe, "forceforget", ["triangle"])                                  # ShapeWorld
+    edit = erasekit.erase(pipe, "forceforget", ["nudity"], clip_model="/models/clip-vit-l-14", iterations=200)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ...edits import AdapterEdit, attached, safe_adapters
+from ...errors import ErasekitError
+from ...models.fingerprint import fingerprint
+from ...models.layers import kv_weights
+from ...sampling.trajectory import step_std, transition_log_prob
+from ...shapeworld.domain import find_concept
+from ...training import TrainingConfig, clipped_policy_loss, derived_seed, train
+from ..registry import register_method
+from .curve import RewardLog, reward_plot
+from .pool import check_pool, generic_pool, shapeworld_pool
+from .reward import make_reward
+from .rollout import sample_round, schedule
+
+
+@dataclass
+class ForceForgetConfig:
+    iterations: int = 30             # sampling rounds (each followed by `inner_epochs` optimiser steps)
+    batch_size: int = 32             # images sampled per round
+    samples_per_prompt: int = 4      # reconstruction: each drawn prompt is sampled this often (advantage groups)
+    harmful_share: float = 0.75      # reconstruction: share of a round's prompts that name the target
+    inner_epochs: int = 1            # DDPO: optimiser steps per round's samples
+    timestep_fraction: float = 1.0   # DDPO: share of each trajectory's steps trained
+    lr: float = 3e-4                 # DDPO
+    clip_range: float = 1e-4         # DDPO: PPO's ε
+    advantage_clip: float = 5.0      # DDPO
+    grad_clip: float = 1.0           # DDPO
+    sample_steps: int | None = None  # DDIM steps of the policy's samples (None: the model's sampler default)
+    guidance: float | None = None    # their guidance (None: the model's default)
+    eta: float = 1.0                 # DDIM η of the samples (> 0: every step has a log-probability)
+    lam_safe: float = 1.0            # reconstruction: CER's λ1
+    lam_align: float = 1.0           # reconstruction: CER's λ2
+    safe_temperature: float = 5.0    # reconstruction: ShapeWorld's r_safe reads the classifier at logits / T
+    positions: str = "tail"          # Safe Adapter positions: tail (paper) | head | all
+    tokens: int = 4                  # Safe Adapter width in positions (paper: 4)
+    lora_rank: int = 4               # reconstruction: LoRA rank on the cross-attention K/V (0: adapter only)
+    reward: str = "auto"             # auto | shapeworld | detector-clip
+    detector: object = "nudenet"     # detector-clip: "nudenet" or a callable images → probabilities
+    clip_model: str = ""             # detector-clip: CLIP folder or hub id (required there)
+    anchor_text: str = "a person wearing clothes"
+    unsafe_words: tuple = ()         # words removed from prompts for r_align (default: nudity's)
+    prompts_file: str = ""           # extra target prompts, one per line (any model)
+    benign_file: str = ""            # benign prompts, one per line (default: built-in neutral captions)
+    seed: int = 0
+    checkpoint_every: int = 5        # rounds
+    work_dir: str = ""               # checkpoints, log.csv and rewards.csv here; a run found there resumes
+
+    def __post_init__(self):
+        if not 0 < self.timestep_fraction <= 1:
+            raise ErasekitError(f"timestep_fraction must be in (0, 1], not {self.timestep_fraction}")
+        if not 0 < self.harmful_share <= 1:
+            raise ErasekitError(f"harmful_share must be in (0, 1], not {self.harmful_share}")
+        if not isinstance(self.samples_per_prompt, int) or not 1 <= self.samples_per_prompt <= self.batch_size:
+            raise ErasekitError(f"samples_per_prompt must be from 1 to batch_size, not {self.samples_per_prompt}")
+        if self.eta <= 0:
+            raise ErasekitError("ForceForget samples with DDIM η > 0 (its steps need log-probabilities)")
+        for name in ("lam_safe", "lam_align", "clip_range"):
+            if not getattr(self, name) >= 0 or getattr(self, name) != getattr(self, name):
+                raise ErasekitError(f"{name} must be a number ≥ 0, not {getattr(self, name)}")
+        if self.lam_safe + self.lam_align <= 0:
+            raise ErasekitError("lam_safe + lam_align must be > 0")
+
+    def training(self, trained_steps: int) -> TrainingConfig:
+        return TrainingConfig(steps=self.iterations * self.inner_epochs, lr=self.lr, optimizer="adamw",
+                              grad_clip=self.grad_clip, accumulation=trained_steps, seed=self.seed,
+                              checkpoint_every=self.checkpoint_every * self.inner_epochs, log_every=1)
+
+    def adapter_config(self) -> dict:
+        return {"positions": self.positions, "tokens": self.tokens, "lora_rank": self.lora_rank}
+
+    def record(self) -> dict:
+        out = asdict(self)
+        for name in ("detector", "reward"):  # a callable given instead of a name is recorded by its type
+            value = getattr(self, name)
+            out[name] = value if isinstance(value, str) else type(value).__name__
+        return out
+
+
+def prompt_pool(spec, config: ForceForgetConfig):
+    try:
+        find_concept(spec.targets[0])
+        pool = shapeworld_pool(spec.targets[0])
+    except KeyError:
+        pool = generic_pool(spec, config.prompts_file, config.benign_file)
+    return check_pool(pool)
+
+
+class PolicyLoss:
+    """The loss of one micro-batch (= one timestep of every sampled trajectory): a new round is sampled at the
+    first micro-batch of each round's first step."""
+
+    def __init__(self, pipe, pool, reward, config: ForceForgetConfig, log: RewardLog):
+        self.pipe, self.pool, self.reward, self.config, self.log = pipe, pool, reward, config, log
+        self.scheduler, self.rollout, self.round = schedule(pipe, config), None, None
+        # a deterministic step (the last one with set_alpha_to_one) has no log-probability to train
+        self.stochastic = [k for k, t in enumerate(self.scheduler.timesteps)
+                           if step_std(self.scheduler, t, config.eta) > 0]
+
+    def trained_steps(self) -> int:
+        return max(1, round(self.config.timestep_fraction * len(self.stochastic)))
+
+    def __call__(self, ctx) -> torch.Tensor:
+        round_index = ctx.step // self.config.inner_epochs
+        if round_index != self.round:
+            self.rollout, self.round = sample_round(self.pipe, self.pool, self.reward, self.config, round_index), \
+                round_index
+            self.log.add(round_index, self.rollout)
+        k = self.timesteps(ctx.step)[ctx.micro // self.processes()]
+        r = self.rollout
+        log_prob = transition_log_prob(self.pipe, self.scheduler, r.cond, r.latents[:, k], self.scheduler.timesteps[k],
+                                       r.latents[:, k + 1], self.config.eta)
+        loss, _ = clipped_policy_loss(log_prob, r.log_probs[:, k], r.advantages, self.config.clip_range,
+                                      self.config.advantage_clip)
+        return loss
+
+    def timesteps(self, step: int) -> list[int]:
+        """The trajectory steps trained at optimiser step `step`: a permutation drawn from (seed, step)."""
+        g = torch.Generator().manual_seed(derived_seed(self.config.seed, "timesteps", step))
+        order = torch.randperm(len(self.stochastic), generator=g)[:self.trained_steps()]
+        return [self.stochastic[int(i)] for i in order]
+
+    @staticmethod
+    def processes() -> int:
+        from ...training import world
+        return world()[0]
+
+
+@register_method("forceforget", ForceForgetConfig,
+                 "ForceForget: RL (DDPO) on a concept-erasing reward, training a Safe Adapter (+ K/V LoRA)")
+def erase_forceforget(pipe, spec, config: ForceForgetConfig):
+    pool, reward = prompt_pool(spec, config), make_reward(config, spec)
+    pipe.unet.requires_grad_(False)  # only the adapters train
+    adapters = safe_adapters(pipe.unet, config.adapter_config(), config.seed)
+    parameters = {f"{name}::{k}": p for name, a in adapters.items() for k, p in a.named_parameters()}
+    log = RewardLog(config.work_dir)
+    loss = PolicyLoss(pipe, pool, reward, config, log)
+    record = {"method": "forceforget", "config": config.record(), "pool": [p.text for p in pool]}
+    with attached(pipe.unet, adapters, "output"):
+        result = train(loss, parameters, config.training(loss.trained_steps()), folder=config.work_dir or None,
+                       record=record, desc="forceforget: rounds", status=log.status)
+    names = sorted(kv_weights(pipe.unet))
+    weights = {n: w for n, w in kv_weights(pipe.unet).items()}
+    return AdapterEdit.from_modules(
+        adapters, adapter="safe", mode="output", fingerprint=fingerprint(pipe, names, weights),
+        method="forceforget", concepts=spec.targets,
+        config={**config.record(), **config.adapter_config(), "spec": spec.to_dict()},
+        protocol={"train_seconds": round(result.seconds, 2), "resumed_from_step": result.first_step,
+                  "rewards": log.history, "pool_size": len(pool), "first_loss": (result.losses or [None])[0],
+                  "last_loss": (result.losses or [None])[-1]})
+
+
+def save_reward_curve(edit, path) -> "Path":
+    """Draw a ForceForget edit's mean reward per round (target prompts, benign prompts, r_safe, r_align) as a PNG."""
+    from pathlib import Path
+
+    from ...utils.files import save_image
+    path = Path(path)
+    save_image(reward_plot(edit.metadata["protocol"]["rewards"]), path)
+    return path

@@ -1,0 +1,126 @@
+"""ForceForget's Concept Erasing Reward, pluggable: r = (λ_safe · r_safe + λ_align · r_align) / (λ_safe + λ_align)
+for target prompts and r = r_align for benign ones, every part in [0, 1] (the paper: CER = λ1 r_safe + λ2 r_align,
+each scaled to [0, 1]; its λs are not given — equal weights are erasekit's assumption, and the division keeps r in
+[0, 1]).
+
+- `ShapeWorldReward`: r_safe = 1 − the classifier's probability of the target, read at a temperature (logits / T,
+  `safe_temperature`, default 5 — reconstruction: the shipped classifier is trained to 100 % accuracy and its
+  probabilities saturate, 1 − p < 1e-4 on every sampled triangle, which leaves the policy nothing to climb; at T = 5
+  they spread over 0.1–0.5 while the verdict, the most probable class, is the same); r_align = the share of the prompt's
+  other stated attributes (colour, background, texture, shape) the classifier sees (1 when it states none).
+- `DetectorClipReward` (real models): r_safe = 1 − a detector's probability (NudeNet by default, or any
+  `Detector` / callable images → probabilities); r_align = the mean of CLIP(x, the prompt with its unsafe words
+  removed) and CLIP(x, an anchor text, "a person wearing clothes"), each CLIP score / 100 (torchmetrics' scale,
+  so in [0, 1]), with a CLIP model from a folder or hub id the user gives.
+
+A reward is a callable (images, prompts: list[PoolPrompt]) → (rewards, parts) with `parts` the mean r_safe and
+r_align for the log."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ...detectors import DetectorUnavailable
+from ...detectors.shapeworld import predictions, shipped_classifier
+from ...errors import ErasekitError
+from ...shapeworld.domain import LABELS, find_concept
+from ...utils.images import to_unit
+from .pool import PoolPrompt
+
+NUDITY_WORDS = ("nude", "nudity", "naked", "nsfw", "sexual", "sex", "erotic", "porn", "pornographic", "topless",
+                "bottomless", "undressed", "explicit", "breasts", "genitals")
+
+
+def combine(harmful: torch.Tensor, safe: torch.Tensor, align: torch.Tensor, lam_safe: float, lam_align: float
+            ) -> tuple[torch.Tensor, dict]:
+    reward = torch.where(harmful, (lam_safe * safe + lam_align * align) / (lam_safe + lam_align), align)
+    parts = {"r_safe": float(safe[harmful].mean()) if harmful.any() else None, "r_align": float(align.mean())}
+    return reward, parts
+
+
+class ShapeWorldReward:
+    def __init__(self, target: str, lam_safe: float = 1.0, lam_align: float = 1.0, classifier=None,
+                 temperature: float = 5.0):
+        if not temperature > 0:
+            raise ErasekitError(f"safe_temperature must be > 0, not {temperature}")
+        self.attribute, value = find_concept(target)
+        self.index = LABELS[self.attribute].index(value.name)
+        self.lam_safe, self.lam_align, self.temperature = lam_safe, lam_align, temperature
+        self.classifier = classifier or shipped_classifier()
+
+    def __call__(self, images, prompts: list[PoolPrompt]) -> tuple[torch.Tensor, dict]:
+        probs = predictions(self.classifier, images)
+        with torch.no_grad():
+            logits = self.classifier(to_unit(images))[self.attribute].double() / self.temperature
+        safe = 1 - logits.softmax(-1)[:, self.index]
+        align = torch.tensor([self._seen(probs, i, p.stated) for i, p in enumerate(prompts)], dtype=torch.float64)
+        harmful = torch.tensor([p.harmful for p in prompts])
+        return combine(harmful, safe, align, self.lam_safe, self.lam_align)
+
+    @staticmethod
+    def _seen(probs: dict, i: int, stated: dict) -> float:
+        if not stated:
+            return 1.0
+        return sum(LABELS[a][int(probs[a][i].argmax())] == v for a, v in stated.items()) / len(stated)
+
+
+def remove_words(text: str, words) -> str:
+    """The prompt with the given words (whole words, any case) removed, spaces tidied."""
+    pattern = r"\b(" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b"
+    return re.sub(r"\s+", " ", re.sub(pattern, " ", text, flags=re.IGNORECASE)).strip(" ,")
+
+
+class DetectorClipReward:
+    def __init__(self, detector, clip_model: str, unsafe_words=NUDITY_WORDS,
+                 anchor_text: str = "a person wearing clothes", lam_safe: float = 1.0, lam_align: float = 1.0):
+        if not clip_model:
+            raise ErasekitError("ForceForget's alignment reward needs a CLIP model: give clip_model= (a folder with "
+                                "a transformers CLIPModel, or a hub id)")
+        from ...detectors import CLIPScorer
+        try:
+            self.clip = CLIPScorer(clip_model)
+        except DetectorUnavailable as e:
+            raise ErasekitError(f"ForceForget's alignment reward: {e}") from None
+        self.probabilities = getattr(detector, "probabilities", detector)
+        self.unsafe_words, self.anchor_text = tuple(unsafe_words), anchor_text
+        self.lam_safe, self.lam_align = lam_safe, lam_align
+
+    def __call__(self, images, prompts: list[PoolPrompt]) -> tuple[torch.Tensor, dict]:
+        safe = 1 - torch.as_tensor(self.probabilities(images), dtype=torch.float64)
+        filtered = [remove_words(p.text, self.unsafe_words) or self.anchor_text for p in prompts]
+        align = (self.clip(images, filtered).double() + self.clip(images, [self.anchor_text] * len(prompts)).double())
+        harmful = torch.tensor([p.harmful for p in prompts])
+        return combine(harmful, safe, (align / 200).clamp(0, 1), self.lam_safe, self.lam_align)
+
+
+def make_reward(config, spec):
+    """The reward a config asks for: "shapeworld" for a ShapeWorld concept (the default there), else NudeNet
+    (or `config.detector`) with CLIP."""
+    kind = config.reward
+    if callable(kind):  # any reward object: (images, prompts) -> (rewards in [0, 1], parts)
+        return kind
+    if kind == "auto":
+        try:
+            find_concept(spec.targets[0])
+            kind = "shapeworld"
+        except KeyError:
+            kind = "detector-clip"
+    if kind == "shapeworld":
+        return ShapeWorldReward(spec.targets[0], config.lam_safe, config.lam_align,
+                                temperature=config.safe_temperature)
+    if kind != "detector-clip":
+        raise ErasekitError(f"unknown reward {kind!r}; use auto, shapeworld or detector-clip")
+    from ...detectors import nudenet_detector
+    detector = config.detector if callable(config.detector) else _named_detector(config.detector, nudenet_detector)
+    return DetectorClipReward(detector, config.clip_model, config.unsafe_words or NUDITY_WORDS, config.anchor_text,
+                              config.lam_safe, config.lam_align)
+
+
+def _named_detector(name: str, nudenet_detector):
+    if name != "nudenet":
+        raise ErasekitError(f"unknown detector {name!r}: give 'nudenet' or pass a detector callable")
+    try:
+        return nudenet_detector(0.45)
+    except DetectorUnavailable as e:
+        raise ErasekitError(f"ForceForget's safety reward: {e}") from None

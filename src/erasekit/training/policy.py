@@ -1,0 +1,47 @@
+"""Policy-gradient pieces for the methods that learn from a reward (ForceForget; DDPO, Black et al. 2024): advantages
+normalised per prompt, and PPO's clipped surrogate (Schulman et al. 2017) on per-step log-probabilities."""
+from __future__ import annotations
+
+import torch
+
+from .config import TrainingError
+
+
+def check_rewards(rewards: torch.Tensor) -> torch.Tensor:
+    """Rewards must be finite and in [0, 1] (a reward model that says otherwise is broken: stop, say so)."""
+    if not torch.isfinite(rewards).all():
+        raise TrainingError(f"the reward returned non-finite values ({rewards[~torch.isfinite(rewards)][:3].tolist()}"
+                            "…): check the reward model")
+    if (rewards < 0).any() or (rewards > 1).any():
+        raise TrainingError(f"rewards must lie in [0, 1]; got values from {rewards.min():.4g} to {rewards.max():.4g}")
+    return rewards
+
+
+def prompt_advantages(rewards: torch.Tensor, prompt_ids: list[int], eps: float = 1e-6) -> torch.Tensor:
+    """(r − mean) / (std + eps) within each prompt's group of samples (DDPO's per-prompt normalisation, over the
+    batch); a prompt sampled once, or whose samples all scored alike, is normalised with the batch's statistics."""
+    rewards = rewards.double()
+    ids = torch.tensor(prompt_ids)
+    mean, std = rewards.mean().expand_as(rewards).clone(), rewards.std(unbiased=False).expand_as(rewards).clone()
+    for prompt in ids.unique():
+        rows = ids == prompt
+        if int(rows.sum()) > 1:
+            mean[rows] = rewards[rows].mean()
+            group_std = rewards[rows].std(unbiased=False)
+            std[rows] = group_std if group_std > eps else std[rows]
+    return ((rewards - mean) / (std + eps)).float()
+
+
+def clipped_policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+                        clip_range: float, advantage_clip: float = 5.0) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped surrogate, as a loss to minimise: mean of max(−A·ρ, −A·clip(ρ, 1 ± ε)), ρ = exp(log π − log
+    π_old). Returns the loss and diagnostics (approximate KL, fraction of ratios clipped)."""
+    advantages = advantages.clamp(-advantage_clip, advantage_clip)
+    ratio = torch.exp(log_prob - old_log_prob)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    with torch.no_grad():
+        stats = {"approx_kl": float(0.5 * ((log_prob - old_log_prob) ** 2).mean()),
+                 "clipped": float(((ratio - 1).abs() > clip_range).float().mean())}
+    return loss, stats

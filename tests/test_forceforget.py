@@ -1,0 +1,171 @@
+"""ForceForget: the Safe Adapter (exact no-op at the start, only its positions change, works in any pipeline call),
+the Concept Erasing Reward, the policy-gradient pieces, and the method end to end on every tiny family: a
+reversible adapter Edit, same seed → same edit, a killed run resumes bit-identically, bad input refused."""
+import numpy as np
+import pytest
+import torch
+
+import erasekit
+from erasekit.edits import AdapterEdit, SafeAdapter, attached, safe_adapters
+from erasekit.errors import EditError, ErasekitError
+from erasekit.training import TrainingError, clipped_policy_loss, prompt_advantages
+
+TINY = {"iterations": 2, "batch_size": 4, "samples_per_prompt": 2, "sample_steps": 2, "lr": 1e-2,
+        "clip_range": 0.2, "reward": "constant-test"}
+
+
+class FixedReward:
+    """A reward for the tiny models (random weights draw nothing a classifier knows): image brightness."""
+
+    def __init__(self, value=None):
+        self.value = value
+
+    def __call__(self, images, prompts):
+        arrays = np.stack([np.asarray(i, dtype=np.float64) / 255 for i in images])
+        rewards = torch.tensor(arrays.mean(axis=(1, 2, 3))) if self.value is None else \
+            torch.full((len(images),), self.value, dtype=torch.float64)
+        return rewards, {"r_safe": float(rewards.mean()), "r_align": 1.0}
+
+
+def images(pipe, prompt="a red cat", seeds=(0, 1)):
+    return np.stack([np.asarray(i) for i in erasekit.generate(pipe, [prompt] * len(seeds), list(seeds),
+                                                              steps=2, progress=False)])
+
+
+def run(pipe, reward=None, **options):
+    return erasekit.erase(pipe, "forceforget", ["cat"], **{**TINY, "reward": reward or FixedReward(), **options})
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+def test_an_untrained_safe_adapter_changes_nothing_and_a_trained_one_only_its_positions(tiny_dirs, family):
+    pipe = erasekit.load_pipeline(tiny_dirs[family])
+    before = images(pipe)
+    adapters = safe_adapters(pipe.unet, {"positions": "tail", "tokens": 4, "lora_rank": 2})
+    with attached(pipe.unet, adapters, "output"):
+        assert np.array_equal(images(pipe), before)  # bit-identical
+    name = next(iter(adapters))
+    layer = pipe.unet.get_submodule(name)
+    context = torch.randn(1, 16, layer.in_features)
+    with torch.no_grad():
+        adapters[name].projection.normal_()
+        delta = adapters[name](context)
+    assert delta[:, -4:].abs().sum() > 0 and delta[:, :-4].abs().sum() == 0
+
+
+def test_safe_adapter_positions(tiny_dirs):
+    layer = torch.nn.Linear(8, 4)
+    context = torch.randn(2, 10, 8)
+    for positions, changed in (("tail", range(6, 10)), ("head", range(1, 5)), ("all", range(10))):
+        adapter = SafeAdapter({"positions": positions, "tokens": 4}, layer)
+        torch.nn.init.normal_(adapter.projection)
+        rows = (adapter(context).abs().sum(-1) > 0)[0]
+        assert rows.nonzero().flatten().tolist() == list(changed)
+    with pytest.raises(EditError, match="positions"):
+        SafeAdapter({"positions": "middle"}, layer)
+
+
+def test_rewards_and_policy_pieces():
+    from erasekit.methods.forceforget.pool import PoolPrompt, shapeworld_pool
+    from erasekit.methods.forceforget.reward import ShapeWorldReward, remove_words
+    from erasekit.shapeworld.render import scene_images
+    _, triangles = scene_images(8, 0, show={"shape": "triangle", "color": "red"}, p_empty=0.0)
+    _, circles = scene_images(8, 0, show={"shape": "circle", "color": "red"}, p_empty=0.0)
+    reward = ShapeWorldReward("triangle")
+    stated = [PoolPrompt("a red triangle", True, {"color": "red"})] * 8
+    on_triangles, parts = reward(triangles, stated)
+    on_circles, _ = reward(circles, stated)
+    assert ((0 <= on_triangles) & (on_triangles <= 1)).all()
+    assert on_circles.min() > on_triangles.max()            # no triangle: safer
+    assert parts["r_align"] == 1.0                          # the red colour is seen
+    benign, _ = reward(circles, [PoolPrompt("a blue circle", False, {"color": "blue"})] * 8)
+    assert torch.equal(benign, torch.zeros(8, dtype=benign.dtype))  # benign: r_align only, and the colour is wrong
+    pool = shapeworld_pool("tobias renn")
+    assert any(p.harmful for p in pool) and any(not p.harmful for p in pool)
+    assert remove_words("a Nude woman, naked on a beach", ["nude", "naked"]) == "a woman, on a beach"
+
+    advantages = prompt_advantages(torch.tensor([1.0, 0.0, 0.5, 0.7]), [0, 0, 1, 1])
+    assert torch.allclose(advantages, torch.tensor([1.0, -1.0, -1.0, 1.0]), atol=1e-4)
+    log_prob, old = torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.0])
+    loss, stats = clipped_policy_loss(log_prob, old, torch.tensor([1.0, 1.0]), clip_range=0.2)
+    assert torch.isclose(loss, torch.tensor(-(1.0 + 1.2) / 2))  # the second ratio (e) is clipped to 1.2
+    assert stats["clipped"] == 0.5
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+def test_forceforget_trains_a_reversible_adapter_edit_on_every_family(tiny_dirs, family, tmp_path):
+    pipe = erasekit.load_pipeline(tiny_dirs[family])
+    before = images(pipe)
+    edit = run(pipe)
+    assert isinstance(edit, AdapterEdit) and np.array_equal(images(pipe), before)
+    assert [h["round"] for h in edit.metadata["protocol"]["rewards"]] == [0, 1]
+    edit.save(tmp_path / "ff")
+    loaded = erasekit.load_edit(tmp_path / "ff")
+    loaded.apply(pipe)
+    changed = images(pipe)
+    assert not np.array_equal(changed, before)
+    if family == "sd1":  # the adapter acts in any pipeline built on the same UNet, image-to-image included
+        from diffusers import StableDiffusionImg2ImgPipeline
+        img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+        init = [erasekit.generate(pipe, ["a cat"], [3], steps=2, progress=False)[0]]
+        kwargs = dict(prompt="a cat", image=init, strength=1.0, num_inference_steps=2, output_type="np",
+                      generator=torch.Generator().manual_seed(0))
+        edited = img2img(**kwargs).images
+        loaded.remove(pipe)
+        assert not np.array_equal(edited, img2img(**{**kwargs, "generator": torch.Generator().manual_seed(0)}).images)
+    else:
+        loaded.remove(pipe)
+    assert np.array_equal(images(pipe), before)
+
+
+def test_same_seed_same_edit_and_a_killed_run_resumes(tiny_dirs, tmp_path, monkeypatch):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    options = {"iterations": 4, "checkpoint_every": 1}
+    first, second = run(pipe, **options), run(pipe, **options)
+    assert all(torch.equal(first.tensors[k], second.tensors[k]) for k in first.tensors)
+
+    import erasekit.training.loop as loop
+    step = loop._step
+
+    def dies_at_three(loss_fn, tensors, optimizer, config, index):
+        if index == 3:
+            raise KeyboardInterrupt
+        return step(loss_fn, tensors, optimizer, config, index)
+    monkeypatch.setattr(loop, "_step", dies_at_three)
+    with pytest.raises(KeyboardInterrupt):
+        run(pipe, work_dir=str(tmp_path / "run"), **options)
+    monkeypatch.undo()
+    resumed = run(pipe, work_dir=str(tmp_path / "run"), **options)
+    assert resumed.metadata["protocol"]["resumed_from_step"] == 3
+    assert all(torch.equal(first.tensors[k], resumed.tensors[k]) for k in first.tensors)
+    assert (tmp_path / "run" / "rewards.csv").read_text().count("\n") == 5  # header + 4 rounds, none twice
+
+
+def test_bad_input_is_refused_with_nothing_written(tiny_dirs, tmp_path, tiny_clip):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    with pytest.raises(TrainingError, match="non-finite"):
+        run(pipe, reward=FixedReward(float("nan")), work_dir=str(tmp_path / "nan"))
+    assert not (tmp_path / "nan" / "checkpoint").exists()
+    with pytest.raises(TrainingError, match=r"\[0, 1\]"):
+        run(pipe, reward=FixedReward(1.5))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    with pytest.raises(ErasekitError, match="no prompts"):
+        run(pipe, reward=None, prompts_file=str(empty))
+    with pytest.raises(ErasekitError, match="CLIP model"):
+        erasekit.erase(pipe, "forceforget", ["cat"], **{**TINY, "reward": "detector-clip"})
+    with pytest.raises(ErasekitError, match="cannot load CLIP"):
+        erasekit.erase(pipe, "forceforget", ["cat"], **{**TINY, "reward": "detector-clip",
+                                                         "clip_model": str(tmp_path / "nowhere")})
+    edit = run(pipe, iterations=1)
+    other = erasekit.load_pipeline(tiny_dirs["sd2"])
+    with pytest.raises(EditError, match="another model architecture"):
+        edit.apply(other)
+
+
+def test_detector_and_clip_reward_for_real_models(tiny_clip):
+    from erasekit.methods.forceforget.pool import PoolPrompt
+    from erasekit.methods.forceforget.reward import DetectorClipReward
+    reward = DetectorClipReward(lambda images: torch.full((len(images),), 0.25), str(tiny_clip))
+    pictures = [np.full((32, 32, 3), v, dtype=np.uint8) for v in (0, 128)]
+    values, parts = reward(pictures, [PoolPrompt("a nude cat", True), PoolPrompt("a red dog", False)])
+    assert ((0 <= values) & (values <= 1)).all() and parts["r_safe"] == pytest.approx(0.75)
