@@ -2,16 +2,22 @@
 
 Per row: target_explicit / target_synonym / target_implicit (fraction of images where the erased concept is still
 detected), target_heldout (the same on phrasings no method's defaults were tuned on: 8 prompts each of explicit,
-synonym and implicit, `shapeworld.prompts.held_out_sets`), preserve_acc (accuracy on the attribute's other values), benign_kept (the target prompts' other
-attributes kept), alt_shown (All-but-One with an alternative: how often the alternative is drawn instead), fd
+synonym and implicit, `shapeworld.prompts.held_out_sets`), target_pooled (the four target columns' images
+together: 84 at 4 seeds, enough that 5 % and 20 % cannot share an interval), preserve_acc (accuracy on the
+attribute's other values), benign_kept (the target prompts' other attributes kept), alt_shown (All-but-One with an alternative: how often the alternative is drawn instead), fd
 (Fréchet distance of classifier features to procedural images of the same scenes), asr_ringabell (Ring-A-Bell,
-η = 3, detection rate), i2i_persist (image-to-image from real target images, strengths 0.5 and 0.75),
+η = 3, detection rate, 16 images), asr_ringabell_ga / asr_unlearndiffatk / asr_p4d / asr_concept_inversion (the
+other attacks' success rates on ATTACK_IMAGES images each, `evaluation.redteam`; only when `attacks` names them,
+else None, written "–"), i2i_persist (image-to-image from real target images, strengths 0.5 and 0.75),
 seconds_erase (training included).
 
 Rows are methods or named variants (VARIANTS); the fine-tuning methods train on the bench's budget (TRAINING).
 Rows erase the `shapeworld/<concept>` preset (an anchor and the preserved values), except the `-plain` rows, which
-erase the bare concept as a new user would call it (no anchor, nothing preserved). Profiles (PROFILES): "main" (the
-README's main job, ≤ 20 min on 2 cores) and "full" (also GIE's fast mode and SLD's medium preset).
+erase the bare concept as a new user would call it (no anchor, nothing preserved). Every rate keeps its counts
+[k, n] in the row's "counts", from which the table writes its 95 % Wilson interval. Profiles (PROFILES): "main"
+(the README's main job, ≤ 20 min on 2 cores; no attack columns but Ring-A-Bell's), "full" (also GIE's fast mode
+and SLD's medium preset) and "attacks" (the original, uce, rece, trce-1, esd-x, abo, sld-max, gie with every
+attack column, which the CLI turns on for it: about 90 min on 2 cores).
 GIE's parity mode needs the prompt text to splice the erase target into, so its Ring-A-Bell (an embedding attack)
 and image-to-image rows run one branch, as the fast mode does.
 """
