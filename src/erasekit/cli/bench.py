@@ -19,7 +19,7 @@ def add_parsers(sub) -> None:
                    help="which rows: main (the README's main job, about 18 min on 2 cores: " +
                    " ".join(PROFILES["main"]) + "; no attack columns but Ring-A-Bell's), full (also gie-fast and "
                    "sld) or attacks (" + " ".join(PROFILES["attacks"]) + ", every attack column on 32 images "
-                   "each: about 90 min on 2 cores); default: %(default)s")
+                   "each: about 50 min on 2 cores, estimated); default: %(default)s")
     p.add_argument("--attacks", nargs="+", default=None, choices=list(ATTACK_COLUMNS.values()),
                    help="attack columns to measure on every row (32 images each), instead of the profile's "
                    "(attacks: all; main, full: none, their cells –)")
