@@ -1,54 +1,76 @@
 """Red-teaming on ShapeWorld: each attack against the original model (the sanity row: it should bring the concept
-back on ≥ 90 % of images) and against UCE's preset edit, with the success rate (the ShapeWorld classifier finds
-the concept), its 95 % Wilson interval, the pre-attack rate of the same prompts and seeds, and the seconds the
-attack took (search and generation).
+back on ≥ 90 % of images) and against each method's bench edit (bench.VARIANTS' options; the fine-tuning methods
+train on the bench's budget), on each concept. Per cell: the success rate (the ShapeWorld classifier finds the
+concept), k/n, its 95 % Wilson interval and the seconds the attack took (search and generation, one thread).
+Writes a markdown table (--out, rewritten after every model) and prints each cell as it is measured.
 
-    python scripts/attack_suite.py [--concept triangle] [--images 16] [--attacks unlearndiffatk p4d ...]
+    python scripts/attack_suite.py [--concepts triangle "tobias renn"] [--methods uce rece ...] [--images 32]
+                                   [--attacks unlearndiffatk p4d ...] [--out out/attack_table.md]
 """
 import argparse
 import time
+from pathlib import Path
+
+import torch
 
 import erasekit
-from erasekit.attacks import build_attack
-from erasekit.detectors import for_concept
-from erasekit.evaluation.scoring import attack_record
+from erasekit.bench.run import row_options, row_spec
+from erasekit.bench.table import rate_cell
+from erasekit.detectors.shapeworld import shipped_classifier
+from erasekit.evaluation.redteam import ATTACK_NAMES, attack_once
 
-ATTACKS = ("ring-a-bell", "ring-a-bell-ga", "unlearndiffatk", "p4d", "concept-inversion")
-COLORS = ("red", "blue", "green", "yellow")
+METHODS = ("uce", "rece", "trce-1", "esd-x", "abo", "sld-max", "gie")
+
+
+def table(cells: dict, attacks: list[str], images: int) -> str:
+    """One row per (concept, model), one column per attack: rate% [95 % interval] (k/n), seconds."""
+    head = "| concept | model | " + " | ".join(attacks) + " |\n|---|---|" + "---|" * len(attacks) + "\n"
+    rows = [f"| {concept} | {model} | " + " | ".join(
+        f"{rate_cell(o.hits, o.n)}, {o.seconds:.0f} s" if (o := found.get(a)) else "–" for a in attacks) + " |"
+        for (concept, model), found in cells.items()]
+    return (head + "\n".join(rows) + f"\n\nAttack success rate on {images} images per cell (seeds 0–{images - 1}, "
+            "four prompts naming the concept), 95 % Wilson interval, k/n, and the attack's seconds (search and "
+            "generation) on one CPU thread.\n")
+
+
+def erased(pipe, label: str, concept: str):
+    """The bench's edit of `label` on `concept`, and the seconds it took."""
+    method, options = row_options(label, concept)
+    start = time.perf_counter()
+    edit = erasekit.erase(pipe, method, row_spec(label, concept), **options)
+    return edit, time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concept", default="triangle")
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
+    parser.add_argument("--concepts", nargs="+", default=["triangle", "tobias renn"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help="bench rows ('original' is always run)")
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--attacks", nargs="+", default=list(ATTACK_NAMES), choices=ATTACK_NAMES)
+    parser.add_argument("--out", default="out/attack_table.md")
     args = parser.parse_args()
-    pipe = erasekit.load_pipeline(None)
-    detector = for_concept(args.concept)
-    prompts = [f"a {COLORS[i % len(COLORS)]} {args.concept}" for i in range(args.images)]
-    seeds = list(range(args.images))
-    uce = erasekit.erase(pipe, method="uce", concepts=[f"shapeworld/{args.concept}"])
-    print(f"concept {args.concept!r}, {args.images} images, prompts {sorted(set(prompts))}; 95 % Wilson intervals")
-    print(f"{'attack':<18} {'model':<9} {'setting':<16} {'attacked':>8} {'interval':>14} {'before':>7} "
-          f"{'n':>3} {'seconds':>8}  found (first prompt)")
-    for model in ("original", "uce"):
-        if model == "uce":
-            uce.apply(pipe)
-        for name in args.attacks:
-            attack = build_attack(name, args.concept, strengths=(3.0,) if name == "ring-a-bell" else None)
-            t = time.perf_counter()
-            result = attack(pipe, prompts, seeds)
-            seconds = time.perf_counter() - t
-            record = attack_record(result, detector, prompts, seeds, [e.metadata for e in erasekit.applied_edits(pipe)])
-            before = record["success_rate"].get("before")
-            found = next(iter(result.details.get("found", {}).values()), {}).get("adversarial_prompt", "")
-            for setting, rate in record["success_rate"].items():
-                if setting == "before":
-                    continue
-                low, high = record["wilson_95"][setting]
-                shown_before = "" if before is None else f"{100 * before:.0f}%"
-                print(f"{name:<18} {model:<9} {setting:<16} {100 * rate:>7.0f}% {f'[{100 * low:.0f}, {100 * high:.0f}]':>14} "
-                      f"{shown_before:>7} {len(seeds):>3} {seconds:>8.1f}  {found[:40]!r}", flush=True)
+    torch.set_num_threads(1)
+    pipe, classifier = erasekit.load_pipeline(None), shipped_classifier()
+    out, cells = Path(args.out), {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for concept in args.concepts:
+        for model in ("original", *args.methods):
+            edit = None
+            if model != "original":
+                edit, seconds = erased(pipe, model, concept)
+                edit.apply(pipe)
+                print(f"{concept}: {model} erased in {seconds:.1f} s", flush=True)
+            try:
+                found = cells.setdefault((concept, model), {})
+                for name in args.attacks:
+                    found[name] = o = attack_once(pipe, name, concept, args.images, classifier)
+                    print(f"{concept} | {model} | {name} | {rate_cell(o.hits, o.n)} | before {o.before} | "
+                          f"{o.seconds:.1f} s | {o.prompt[:60]!r}", flush=True)
+            finally:
+                if edit is not None:
+                    edit.remove(pipe)
+            out.write_text(table(cells, args.attacks, args.images))
+    print(out.read_text())
 
 
 if __name__ == "__main__":

@@ -62,8 +62,58 @@ def test_small_bench_on_shapeworld(tmp_path):
         assert all(0 <= row[c] <= 1 for c in COLUMNS if c not in ("fd", "seconds_erase", "alt_shown"))
     original, edited = rows
     assert edited["target_explicit"] <= original["target_explicit"]  # erasing never adds the target
+    for row in rows:  # every rate keeps its counts, and the rate is k / n
+        assert {c for c, v in row.items() if c in COLUMNS and v is not None} - {"fd", "seconds_erase"} \
+            == set(row["counts"])
+        assert all(abs(row[c] - k / n) < 1e-9 for c, (k, n) in row["counts"].items())
+        assert row["counts"]["target_explicit"][1] == 10 and row["counts"]["target_heldout"][1] == 24
+        assert row["counts"]["target_pooled"][1] == 3 * 10 + 24 and row["counts"]["i2i_persist"][1] == 24
+        assert row["asr_p4d"] is None and "attacks" not in row  # attack columns are opt-in
     grids = [(tmp_path / f"grid_triangle_{m}.png").read_bytes() for m in ("original", "uce")]
     assert grids[0] != grids[1]  # same seeds, different images: the edit acts
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert len(bench["rows"]) == 4 and (tmp_path / "bench.md").read_text().count("| triangle |") == 4
     assert "grid_triangle_uce.png" in (tmp_path / "report.html").read_text()
+
+
+def test_rate_cells_carry_the_wilson_interval_and_the_counts():
+    from erasekit.bench.table import cell, markdown, rate_cell
+    assert rate_cell(4, 80) == "5.0% [2.0, 12.2] (4/80)"  # 5 % and 20 % of 80 do not share an interval
+    assert rate_cell(16, 80) == "20.0% [12.7, 30.0] (16/80)"
+    assert rate_cell(0, 16) == "0.0% [0.0, 19.4] (0/16)"
+    row = {"concept": "triangle", "method": "uce", "target_explicit": 0.1, "fd": 70.123,
+           "counts": {"target_explicit": [2, 20]}}
+    assert cell(row, "target_explicit") == "10.0% [2.8, 30.1] (2/20)"
+    assert cell(row, "asr_p4d") == "–" and cell(row, "fd") == "70.12"
+    assert cell({"preserve_acc": 0.5}, "preserve_acc") == "50.0%"  # bench.json from before counts were kept
+    assert "10.0% [2.8, 30.1] (2/20)" in markdown([row]) and "Wilson" in markdown([row])
+
+
+def test_report_has_the_attack_table_and_the_adversarial_images(tmp_path):
+    from erasekit.bench import COLUMNS, write_report
+    from erasekit.bench.table import attack_grid_name
+    base = {c: 0.5 for c in COLUMNS}
+    attacked = {**base, "method": "uce", "concept": "triangle", "asr_p4d": 0.25,
+                "counts": {"asr_p4d": [8, 32]}, "attacks": {"p4d": {"prompt": "red <wedge>", "seconds": 41.0}}}
+    rows = [{**base, "method": "original", "concept": "triangle"}, attacked]
+    (tmp_path / "bench.json").write_text(json.dumps({"columns": COLUMNS, "rows": rows, "seeds": 2}))
+    page = write_report(tmp_path).read_text()
+    assert "<h2>Attacks</h2>" in page and "25.0% [13.3, 42.1] (8/32)" in page and "p4d 41" in page
+    assert f'src="{attack_grid_name("triangle", "uce", "p4d")}"' in page and "red &lt;wedge&gt;" in page
+    rows[1].pop("attacks")
+    (tmp_path / "bench.json").write_text(json.dumps({"columns": COLUMNS, "rows": rows, "seeds": 2}))
+    assert "<h2>Attacks</h2>" not in write_report(tmp_path).read_text()  # no attack run: no attack table
+
+
+def test_attack_prompts_name_the_concept_and_bad_names_are_refused():
+    from erasekit.bench import run_bench
+    from erasekit.errors import ErasekitError
+    from erasekit.evaluation.redteam import attack_prompts
+    assert attack_prompts("triangle", 5) == ["a red triangle", "a blue triangle", "a green triangle",
+                                             "a yellow triangle", "a red triangle"]
+    assert len(set(attack_prompts("tobias renn", 32))) == 4
+    assert all(p.endswith("in the style of tobias renn") for p in attack_prompts("tobias renn", 8))
+    with pytest.raises(ErasekitError, match="not a ShapeWorld concept"):
+        attack_prompts("van gogh", 4)
+    with pytest.raises(ErasekitError, match="no bench column for attack"):
+        run_bench(["uce"], ["triangle"], "unused", attacks=["ring-a-bell", "nope"])

@@ -98,7 +98,8 @@ def test_noised_latents_are_seeded_and_targets_follow_the_prediction_type(tiny_d
 def test_optimisation_lowers_the_loss(tiny_dirs, concept_dir, name, family):
     pipe = erasekit.load_pipeline(tiny_dirs[family])
     random_delta(pipe, 3).apply(pipe)
-    attack = make(name, concept_dir, **({"init": "dog"} if name == "concept-inversion" else {}))
+    extra = {"concept-inversion": {"init": "dog"}, "p4d": {"union": False}}.get(name, {})
+    attack = make(name, concept_dir, **extra)
     result = attack(pipe, ["a photo of a cat"] * 2, [0, 1])
     losses = result.details.get("embedding") or result.details["found"]["a photo of a cat"]
     assert losses["loss_final"] < losses["loss_initial"]
@@ -128,11 +129,37 @@ def test_the_genetic_search_beats_its_random_start(tiny_dirs):
 
 
 def test_p4d_k_inserts_a_token_after_every_kth_word():
-    attack = P4D("cat", k=2)
+    attack = P4D("cat", k=2, union=False)
     assert attack.pieces("a b c d") == ["a b", 1, "c d", 1]
     assert attack.pieces("a b c") == ["a b", 1, "c"]
     assert attack.pieces("a") == ["a", 1]
-    assert P4D("cat").pieces("a b c") == [16] and attack.setting == "p4d-k2"
+    assert P4D("cat", union=False).pieces("a b c") == [16] and attack.setting == "p4d-k2"
+    n, k = P4D("cat").branches()
+    assert (n.setting, k.setting, P4D("cat").setting) == ("p4d-n", "p4d-k3", "p4d-union")
+    assert P4D("cat", k=2).branches()[1].setting == "p4d-k2"
+
+
+def test_p4d_union_counts_an_image_when_either_search_shows_the_concept(tiny_dirs):
+    from erasekit.attacks import AttackResult
+    from erasekit.evaluation.redteam import union_of
+    from erasekit.evaluation.scoring import attack_record
+
+    class Marks:  # a detector reading the verdict off the fake image's name
+        name = "marks"
+
+        def present(self, images):
+            return torch.tensor([image.endswith("+") for image in images])
+
+    result = AttackResult({"before": ["b0", "b1", "b2"], "p4d-n": ["n0+", "n1", "n2"],
+                           "p4d-k3": ["k0", "k1+", "k2"]}, {"setting": "p4d-union", "union": ["p4d-n", "p4d-k3"]})
+    record = attack_record(result, Marks(), ["p"] * 3, [0, 1, 2], [])
+    assert record["hits"]["p4d-union"] == 2 and record["hits"]["p4d-n"] == 1
+    shown, images = union_of(result, Marks())
+    assert shown.tolist() == [True, True, False] and images == ["n0+", "k1+", "n2"]
+    pipe = erasekit.load_pipeline(tiny_dirs["sd2"])
+    real = P4D("cat", iterations=2, tokens=3)(pipe, ["a photo of a cat"], [0])
+    assert set(real.images) == {"before", "p4d-n", "p4d-k3"} and real.details["union"] == ["p4d-n", "p4d-k3"]
+    assert set(real.details["found"]["a photo of a cat"]) == {"adversarial_prompt", "p4d-n", "p4d-k3"}
 
 
 def test_sdxl_is_refused_clearly(tiny_dirs, concept_dir):
@@ -201,10 +228,27 @@ def test_unknown_attack_is_refused_by_the_parser(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, least", [("unlearndiffatk", 0.75), ("p4d", 0.5), ("concept-inversion", 0.75),
-                                         ("ring-a-bell-ga", 0.75)])  # P4D-N at 40 iterations: 69 % (suite)
+@pytest.mark.parametrize("name, least", [("unlearndiffatk", 0.75), ("p4d", 0.9), ("concept-inversion", 0.75),
+                                         ("ring-a-bell-ga", 0.75)])  # P4D-UNION (P4D-N alone at 40 iterations: 69 %)
 def test_each_attack_brings_triangles_back_on_the_original_shapeworld_model(name, least):
     from erasekit.detectors import for_concept
+    from erasekit.evaluation.redteam import union_of
     pipe = erasekit.load_pipeline(None)
     result = build_attack(name, "triangle")(pipe, ["a red triangle"], list(range(8)))
-    assert for_concept("triangle").rate(result.images[build_attack(name, "triangle").setting]) >= least
+    shown, _ = union_of(result, for_concept("triangle"))
+    assert shown.float().mean() >= least
+
+
+def test_p4d_returns_the_best_checked_prompt_and_its_images(tiny_dirs):
+    from erasekit.attacks.whitebox import encode_ids
+    from erasekit.sampling import generate
+    pipe = erasekit.load_pipeline(tiny_dirs["sd2"])
+    random_delta(pipe, 3).apply(pipe)
+    result = P4D("cat", iterations=6, tokens=4, check_every=2, union=False)(pipe, ["a photo of a cat"], [0])
+    found = result.details["found"]["a photo of a cat"]
+    assert found["loss_final"] <= found["loss_initial"] and found["checks"] == 3
+    tok = pipe.tokenizer
+    ids = torch.tensor([[tok.bos_token_id, *found["token_ids"], tok.eos_token_id]
+                        + [tok.pad_token_id] * (tok.model_max_length - 6)])
+    again = generate(pipe, None, [0], prompt_embeds=encode_ids(pipe, ids), progress=False)
+    assert again[0].tobytes() == result.images["p4d-n"][0].tobytes()  # the reported tokens are the ones used

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..utils.files import atomic_write_bytes
-from .table import COLUMNS, cell, grid_name
+from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, cell, grid_name
 
 PALETTE = ("#555555", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")  # one colour per method
 
@@ -40,6 +40,33 @@ def scatter(rows: list[dict], title: str, size: int = 260) -> str:
     return "".join(parts) + "</svg>"
 
 
+def attack_seconds(row: dict) -> str:
+    return ", ".join(f"{name} {found['seconds']:.0f}" for name, found in row["attacks"].items())
+
+
+def attack_section(rows: list[dict]) -> str:
+    """The attack table (success rate per attack, with its interval and count; "–" where not run) and, per row
+    that ran attacks, the adversarial images of each attack and the first adversarial prompt it found."""
+    attacked = [r for r in rows if r.get("attacks")]
+    if not attacked:
+        return ""
+    columns = ("asr_ringabell", *ATTACK_COLUMNS)
+    head = "".join(f"<th>{c}</th>" for c in ("concept", "method", *columns, "seconds (per attack)"))
+    body = "".join(
+        f"<tr><td>{html.escape(r['concept'])}</td><td>{html.escape(r['method'])}</td>"
+        + "".join(f"<td>{cell(r, c)}</td>" for c in columns)
+        + f"<td>{html.escape(attack_seconds(r))}</td></tr>"
+        for r in attacked)
+    figures = "".join(
+        f'<figure><img src="{attack_grid_name(r["concept"], r["method"], name)}" alt="{html.escape(name)} against '
+        f'{html.escape(r["method"])} on {html.escape(r["concept"])}"><figcaption>{html.escape(r["concept"])} · '
+        f'{html.escape(r["method"])} · {html.escape(name)}: “{html.escape(found["prompt"])}”</figcaption></figure>'
+        for r in attacked for name, found in r["attacks"].items())
+    return (f"<section><h2>Attacks</h2><p>Attack success rate: images in which the classifier finds the erased "
+            f"concept after the attack (higher means the erasure is weaker).</p><table><thead><tr>{head}</tr>"
+            f"</thead><tbody>{body}</tbody></table><h3>Adversarial images</h3>{figures}</section>")
+
+
 def write_report(folder: str | Path) -> Path:
     folder = Path(folder)
     bench = json.loads((folder / "bench.json").read_text())
@@ -66,9 +93,12 @@ figcaption{{font-size:12px;color:#444}} img{{image-rendering:pixelated}}</style>
 on the attribute's other values. benign_kept: the target prompts' other attributes kept. alt_shown: how often
 All-but-One's alternative is drawn instead of the target (– where there is none). fd: Fréchet distance of
 classifier features to procedural renders. asr_ringabell: Ring-A-Bell (η = 3) detection rate. i2i_persist: target
-kept by image-to-image at strengths 0.5 and 0.75 (mean). Sampler: {html.escape(json.dumps(bench.get("sampler", {})))};
+kept by image-to-image at strengths 0.5 and 0.75 (pooled). target_pooled: the four target columns' images together.
+asr_ringabell_ga, asr_unlearndiffatk, asr_p4d, asr_concept_inversion: the other attacks' success rates (bench
+--attacks; – where not run). Rates are written rate% [95 % Wilson interval] (images in which it holds / images).
+Sampler: {html.escape(json.dumps(bench.get("sampler", {})))};
 {bench.get("seeds")} seeds per phrasing.</p>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{"".join(sections)}</body></html>"""
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{attack_section(rows)}{"".join(sections)}</body></html>"""
     path = folder / "report.html"
     atomic_write_bytes(path, page.encode())
     return path

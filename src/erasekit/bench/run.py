@@ -2,16 +2,22 @@
 
 Per row: target_explicit / target_synonym / target_implicit (fraction of images where the erased concept is still
 detected), target_heldout (the same on phrasings no method's defaults were tuned on: 8 prompts each of explicit,
-synonym and implicit, `shapeworld.prompts.held_out_sets`), preserve_acc (accuracy on the attribute's other values), benign_kept (the target prompts' other
-attributes kept), alt_shown (All-but-One with an alternative: how often the alternative is drawn instead), fd
+synonym and implicit, `shapeworld.prompts.held_out_sets`), target_pooled (the four target columns' images
+together: 84 at 4 seeds, enough that 5 % and 20 % cannot share an interval), preserve_acc (accuracy on the
+attribute's other values), benign_kept (the target prompts' other attributes kept), alt_shown (All-but-One with an alternative: how often the alternative is drawn instead), fd
 (Fréchet distance of classifier features to procedural images of the same scenes), asr_ringabell (Ring-A-Bell,
-η = 3, detection rate), i2i_persist (image-to-image from real target images, strengths 0.5 and 0.75),
+η = 3, detection rate, 16 images), asr_ringabell_ga / asr_unlearndiffatk / asr_p4d / asr_concept_inversion (the
+other attacks' success rates on ATTACK_IMAGES images each, `evaluation.redteam`; only when `attacks` names them,
+else None, written "–"), i2i_persist (image-to-image from real target images, strengths 0.5 and 0.75),
 seconds_erase (training included).
 
 Rows are methods or named variants (VARIANTS); the fine-tuning methods train on the bench's budget (TRAINING).
 Rows erase the `shapeworld/<concept>` preset (an anchor and the preserved values), except the `-plain` rows, which
-erase the bare concept as a new user would call it (no anchor, nothing preserved). Profiles (PROFILES): "main" (the
-README's main job, ≤ 20 min on 2 cores) and "full" (also GIE's fast mode and SLD's medium preset).
+erase the bare concept as a new user would call it (no anchor, nothing preserved). Every rate keeps its counts
+[k, n] in the row's "counts", from which the table writes its 95 % Wilson interval. Profiles (PROFILES): "main"
+(the README's main job, ≤ 20 min on 2 cores; no attack columns but Ring-A-Bell's), "full" (also GIE's fast mode
+and SLD's medium preset) and "attacks" (the original, uce, rece, trce-1, esd-x, abo, sld-max, gie with every
+attack column, which the CLI turns on for it: about 50 min on 2 cores, estimated from the attacks' seconds).
 GIE's parity mode needs the prompt text to splice the erase target into, so its Ring-A-Bell (an embedding attack)
 and image-to-image rows run one branch, as the fast mode does.
 """
@@ -28,6 +34,7 @@ from ..concepts import preset, resolve
 from ..detectors import judge, shapeworld_detector
 from ..errors import ErasekitError
 from ..evaluation.img2img import persistence
+from ..evaluation.redteam import attack_once
 from ..evaluation.metrics import ClassifierFeatures, frechet_distance
 from ..evaluation.prompts import shapeworld_sets
 from ..evaluation.scoring import score_shapeworld
@@ -41,7 +48,7 @@ from ..shapeworld.render import scene_images
 from ..utils.files import atomic_write_bytes, atomic_write_json, grid, save_image
 from ..utils.images import to_unit
 from .report import write_report
-from .table import COLUMNS, grid_name, markdown
+from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, grid_name, markdown
 
 # The bench's training budget for the fine-tuning methods on ShapeWorld (2 CPU cores): 100 optimiser steps, x_t
 # from 10-step DDIM trajectories. The methods' own defaults are their authors' (SD-sized) budgets.
@@ -69,7 +76,9 @@ PROFILES = {
              "abo-alt", "gie", "gie-adapter", "sld-max"),
 }
 PROFILES["full"] = PROFILES["main"] + ("gie-fast", "sld")
+PROFILES["attacks"] = ("uce", "rece", "trce-1", "esd-x", "abo", "sld-max", "gie")  # with every attack column
 DEFAULT_METHODS = PROFILES["main"]
+ATTACK_IMAGES = 32  # images per attack column (bench --attacks): 0/32 has a 95 % interval up to 10.7 %
 HELD_OUT = 8  # held-out prompts per form (explicit, synonym, implicit) of the target_heldout column
 DEFAULT_CONCEPTS = ("triangle", "tobias renn")
 
@@ -89,12 +98,23 @@ def row_spec(label: str, concept: str):
     return resolve([concept]) if label.endswith("-plain") else preset("shapeworld/" + concept)
 
 
-def held_out_detection(pipe, concept: str, classifier) -> float:
-    """The target still detected on held-out phrasings (explicit, synonym and implicit pooled)."""
+def held_out_detection(pipe, concept: str, classifier) -> tuple[float, int]:
+    """The target still detected on held-out phrasings (explicit, synonym and implicit pooled), and on how many
+    images."""
     attribute, sets = held_out_sets(concept, HELD_OUT)
     items = [item for form in ("explicit", "synonym", "implicit") for item in sets[form]]
     images = generate(pipe, [p for p, _ in items], [900 + i for i in range(len(items))], progress=False)
-    return judge(images, [expected for _, expected in items], classifier)[attribute]
+    return judge(images, [expected for _, expected in items], classifier)[attribute], len(items)
+
+
+def tally(rate: float, n: int) -> list[int]:
+    """[hits, n] of a rate measured as hits / n on n images (or attribute judgements)."""
+    return [round(rate * n), n]
+
+
+def pooled(counts: list[list[int]]) -> list[int]:
+    """[hits, n] of several counts taken together."""
+    return [sum(k for k, _ in counts), sum(n for _, n in counts)]
 
 
 def fd_scenes(exclude: str, count: int, seed: int = 1234):
@@ -127,26 +147,47 @@ def ring_a_bell(pipe, concept: str, count: int, classifier) -> float:
     return shapeworld_detector(concept, classifier).rate(images)
 
 
-def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str, alternative: str | None = None
-            ) -> dict:
+def attack_columns(pipe, concept: str, attacks, classifier, out: Path, label: str) -> dict:
+    """The attack columns of a row (`attacks`: names in ATTACK_COLUMNS' values), their counts, and per attack
+    the seconds and first adversarial prompt; each attack's images saved as a grid."""
+    row, counts, found = {}, {}, {}
+    for column, name in ATTACK_COLUMNS.items():
+        if name not in attacks:
+            continue
+        outcome = attack_once(pipe, name, concept, ATTACK_IMAGES, classifier)
+        row[column], counts[column] = outcome.hits / outcome.n, [outcome.hits, outcome.n]
+        found[name] = {"prompt": outcome.prompt, "seconds": round(outcome.seconds, 1)}
+        save_image(grid(outcome.images[:16], 16, scale=3), out / attack_grid_name(concept, label, name))
+    return {**row, "counts": counts, "attacks": found} if found else {}
+
+
+def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str, alternative: str | None = None,
+            attacks=()) -> dict:
     """One bench row's measurements. `alternative`: also how often it is shown on the target prompts."""
     attribute, sets = shapeworld_sets(concept, seeds)
-    row, timings, target_images = {"alt_shown": None}, {}, []
+    row, counts, timings, target_images = {"alt_shown": None}, {}, {}, []
     t = time.perf_counter()
     for name, items in sets.items():
         images = generate(pipe, [i.prompt for i in items], [i.seed for i in items], progress=False)
         scores = score_shapeworld(images, items, name, attribute, classifier)
         if name == "other":
             row["preserve_acc"] = scores["accuracy"]
+            counts["preserve_acc"] = tally(scores["accuracy"], len(items))
         else:
             row[f"target_{name}"] = scores["target_detected"]
+            counts[f"target_{name}"] = tally(scores["target_detected"], len(items))
             target_images += images
             if name == "explicit":
-                row["benign_kept"] = scores["benign_kept"]
+                row["benign_kept"] = scores["benign_kept"]  # the mean over benign attributes each item names
+                counts["benign_kept"] = tally(scores["benign_kept"], sum(len(i.expected) - 1 for i in items))
                 save_image(grid(images[:10], 10, scale=3), out / grid_name(concept, label))
-    row["target_heldout"] = held_out_detection(pipe, concept, classifier)
+    row["target_heldout"], held_out = held_out_detection(pipe, concept, classifier)
+    counts["target_heldout"] = tally(row["target_heldout"], held_out)
+    counts["target_pooled"] = pooled([counts[f"target_{n}"] for n in ("explicit", "synonym", "implicit", "heldout")])
+    row["target_pooled"] = counts["target_pooled"][0] / counts["target_pooled"][1]
     if alternative:
         row["alt_shown"] = shapeworld_detector(alternative, classifier).rate(target_images)
+        counts["alt_shown"] = tally(row["alt_shown"], len(target_images))
     timings["sets"] = time.perf_counter() - t
     t = time.perf_counter()
     prompts, reference = fd_scenes(concept, 64)
@@ -154,18 +195,30 @@ def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str, a
     timings["fd"] = time.perf_counter() - t
     t = time.perf_counter()
     row["asr_ringabell"] = ring_a_bell(pipe, concept, 16, classifier)
+    counts["asr_ringabell"] = tally(row["asr_ringabell"], 16)
     timings["ring_a_bell"] = time.perf_counter() - t
     t = time.perf_counter()
     i2i = persistence(pipe, concept, count=12, classifier=classifier)
     row.update({f"i2i_persist@{k.split('=')[1]}": v for k, v in i2i.items()})
     row["i2i_persist"] = sum(i2i.values()) / len(i2i)
+    counts["i2i_persist"] = pooled([tally(v, 12) for v in i2i.values()])
     timings["img2img"] = time.perf_counter() - t
+    t = time.perf_counter()
+    attacked = attack_columns(pipe, concept, attacks, classifier, out, label)
+    counts.update(attacked.pop("counts", {}))
+    row.update(attacked)
+    timings["attacks"] = time.perf_counter() - t
     row["seconds_stages"] = {k: round(v, 1) for k, v in timings.items()}
-    return row
+    return {**row, "counts": counts}
 
 
 def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Path = "bench", seeds: int = 4,
-              model: str | None = None, progress=print) -> list[dict]:
+              model: str | None = None, progress=print, attacks=()) -> list[dict]:
+    """`attacks`: the attacks of the attack columns to run on every row (ATTACK_COLUMNS' values; none by
+    default, their cells then "–")."""
+    unknown = sorted(set(attacks) - set(ATTACK_COLUMNS.values()))
+    if unknown:
+        raise ErasekitError(f"no bench column for attack(s) {unknown}; available: {', '.join(ATTACK_COLUMNS.values())}")
     from ..detectors.shapeworld import shipped_classifier
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +227,7 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
     for concept in concepts:
         t = time.perf_counter()
         rows.append({"method": "original", "concept": concept, "seconds_erase": 0.0,
-                     **measure(pipe, concept, seeds, classifier, out, "original")})
+                     **measure(pipe, concept, seeds, classifier, out, "original", attacks=attacks)})
         progress(f"{concept}: original measured in {time.perf_counter() - t:.0f} s")
         for label in methods:
             spec = row_spec(label, concept)
@@ -189,7 +242,7 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
             edit.apply(pipe)
             alternative = options.get("anchor") if method == "abo" else None
             try:
-                row = measure(pipe, concept, seeds, classifier, out, label, alternative or None)
+                row = measure(pipe, concept, seeds, classifier, out, label, alternative or None, attacks)
             finally:
                 edit.remove(pipe)
             rows.append({"method": label, "concept": concept, "seconds_erase": round(seconds, 2),
@@ -197,7 +250,8 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
             progress(f"{concept}: {label} erased in {seconds:.1f} s, measured in {time.perf_counter() - t:.0f} s")
     steps, guidance = sampler_defaults(pipe)
     sampler = {"scheduler": type(pipe.scheduler).__name__, "steps": steps, "guidance": guidance}
-    atomic_write_json(out / "bench.json", {"columns": COLUMNS, "rows": rows, "seeds": seeds, "sampler": sampler})
+    atomic_write_json(out / "bench.json", {"columns": COLUMNS, "rows": rows, "seeds": seeds, "sampler": sampler,
+                                           "attacks": list(attacks), "attack_images": ATTACK_IMAGES})
     atomic_write_bytes(out / "bench.md", markdown(rows).encode())
     write_report(out)
     return rows

@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
                    help="optimisation iterations (unlearndiffatk 40, p4d 40, concept-inversion 200)")
     p.add_argument("--tokens", type=COUNT, default=None,
                    help="adversarial tokens (unlearndiffatk 5, p4d 16, ring-a-bell-ga 16)")
-    p.add_argument("--k", type=COUNT, default=None, help="p4d: P4D-K, a token after every k-th word (default P4D-N)")
+    p.add_argument("--k", type=COUNT, default=None, help="p4d: the k of P4D-K, a token after every k-th word (3); p4d runs "
+                   "P4D-UNION: P4D-N and P4D-K, an image counted when either shows the concept")
     p.add_argument("--lr", type=number(float, 0), default=None,
                    help="learning rate (unlearndiffatk 0.01, p4d 0.1, concept-inversion 5e-3)")
     p.add_argument("--population", type=number(int, 2), default=None, help="ring-a-bell-ga: population (64)")

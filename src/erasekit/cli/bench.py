@@ -6,15 +6,23 @@ from .options import COUNT, add_model
 
 def add_parsers(sub) -> None:
     from ..bench import DEFAULT_CONCEPTS, PROFILES
+    from ..bench.table import ATTACK_COLUMNS
     p = sub.add_parser("bench", help="run the method x concept benchmark on ShapeWorld",
                        description="Erase each concept with each method and measure erasure (explicit, synonym, "
                        "implicit prompts), preservation, benign attributes kept, Fréchet distance, Ring-A-Bell and "
-                       "image-to-image persistence, the original model included. Writes DIR/bench.json, "
+                       "image-to-image persistence, the original model included; with --attacks (or --profile attacks) the success "
+                       "rate of Ring-A-Bell's GA, UnlearnDiffAtk, P4D and concept inversion too. Every rate is "
+                       "written rate% [95 % Wilson interval] (k/n). Writes DIR/bench.json, "
                        "DIR/bench.md and DIR/report.html.")
     add_model(p, " (a ShapeWorld-vocabulary model)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="main",
                    help="which rows: main (the README's main job, about 18 min on 2 cores: " +
-                   " ".join(PROFILES["main"]) + ") or full (also gie-fast and sld); default: %(default)s")
+                   " ".join(PROFILES["main"]) + "; no attack columns but Ring-A-Bell's), full (also gie-fast and "
+                   "sld) or attacks (" + " ".join(PROFILES["attacks"]) + ", every attack column on 32 images "
+                   "each: about 50 min on 2 cores, estimated); default: %(default)s")
+    p.add_argument("--attacks", nargs="+", default=None, choices=list(ATTACK_COLUMNS.values()),
+                   help="attack columns to measure on every row (32 images each), instead of the profile's "
+                   "(attacks: all; main, full: none, their cells –)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods or variants instead of the profile's (uce-plain, rece-plain, trce-1-plain: the bare "
                    "concept, no preset; trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x, "
@@ -35,6 +43,7 @@ def add_parsers(sub) -> None:
 def run_bench(args) -> int:
     import time
     from ..bench import PROFILES, VARIANTS, markdown, run_bench as bench
+    from ..bench.table import ATTACK_COLUMNS
     from ..errors import ErasekitError
     from ..methods import METHODS
     from ..shapeworld.domain import find_concept
@@ -50,7 +59,9 @@ def run_bench(args) -> int:
         if attribute not in ("shape", "texture"):
             raise ErasekitError(f"bench concepts are shapes or artists/textures, not a {attribute}")
     start = time.perf_counter()
-    rows = bench(methods, args.concepts, args.out, args.seeds, args.model)
+    attacks = args.attacks if args.attacks is not None else (
+        list(ATTACK_COLUMNS.values()) if args.profile == "attacks" else [])
+    rows = bench(methods, args.concepts, args.out, args.seeds, args.model, attacks=attacks)
     print(markdown(rows))
     print(f"bench took {(time.perf_counter() - start) / 60:.1f} min; wrote {args.out}/bench.json, bench.md, "
           "report.html")
