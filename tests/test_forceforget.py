@@ -169,3 +169,27 @@ def test_detector_and_clip_reward_for_real_models(tiny_clip):
     pictures = [np.full((32, 32, 3), v, dtype=np.uint8) for v in (0, 128)]
     values, parts = reward(pictures, [PoolPrompt("a nude cat", True), PoolPrompt("a red dog", False)])
     assert ((0 <= values) & (values <= 1)).all() and parts["r_safe"] == pytest.approx(0.75)
+
+
+@pytest.mark.slow
+def test_two_processes_sample_and_train_as_one(tiny_dirs, tiny_clip, tmp_path):
+    """Data-parallel: each process samples its share of a round (image i on process i mod 2), the rewards are
+    gathered for the per-prompt statistics and the gradients averaged, so two processes train what one does (up
+    to the order of float sums); NudeNet and a CLIP folder make the reward, as on a real model."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "erasekit.cli.main", "erase", "--model", str(tiny_dirs["sd1"]), "--method", "forceforget",
+            "--concept", "cat", "--option", f"clip_model={tiny_clip}"]
+    args += [f"--option={k}={v}" for k, v in TINY.items() if k != "reward"]
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    for name, command in {"double": [*launcher, *args], "single": args}.items():
+        done = subprocess.run([sys.executable, *command, "--out", str(tmp_path / name)], capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+    double, single = (erasekit.load_edit(tmp_path / name) for name in ("double", "single"))
+    assert (tmp_path / "single" / "reward_curve.png").is_file()
+    for key in single.tensors:
+        torch.testing.assert_close(double.tensors[key], single.tensors[key], rtol=1e-4, atol=1e-6)
+    assert any(single.tensors[k].abs().sum() > 0 for k in single.tensors)

@@ -67,6 +67,16 @@ def attack_section(rows: list[dict]) -> str:
             f"</thead><tbody>{body}</tbody></table><h3>Adversarial images</h3>{figures}</section>")
 
 
+def curve_section(rows: list[dict]) -> str:
+    """The reward curves of reward-trained rows (ForceForget): mean reward per round."""
+    figures = "".join(f'<figure><img src="{html.escape(r["reward_curve"])}" alt="reward curve of '
+                      f'{html.escape(r["method"])} on {html.escape(r["concept"])}"><figcaption>'
+                      f'{html.escape(r["concept"])} · {html.escape(r["method"])}: mean reward per round (target '
+                      'prompts, benign prompts, r_safe, r_align)</figcaption></figure>'
+                      for r in rows if r.get("reward_curve"))
+    return f"<section><h2>Reward curves</h2>{figures}</section>" if figures else ""
+
+
 def write_report(folder: str | Path) -> Path:
     folder = Path(folder)
     bench = json.loads((folder / "bench.json").read_text())
@@ -98,7 +108,8 @@ asr_ringabell_ga, asr_unlearndiffatk, asr_p4d, asr_concept_inversion: the other 
 --attacks; – where not run). Rates are written rate% [95 % Wilson interval] (images in which it holds / images).
 Sampler: {html.escape(json.dumps(bench.get("sampler", {})))};
 {bench.get("seeds")} seeds per phrasing.</p>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{attack_section(rows)}{"".join(sections)}</body></html>"""
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{attack_section(rows)}{curve_section(rows)}
+{"".join(sections)}</body></html>"""
     path = folder / "report.html"
     atomic_write_bytes(path, page.encode())
     return path

@@ -4,7 +4,8 @@ Per row: target_explicit / target_synonym / target_implicit (fraction of images 
 detected), target_heldout (the same on phrasings no method's defaults were tuned on: 8 prompts each of explicit,
 synonym and implicit, `shapeworld.prompts.held_out_sets`), target_pooled (the four target columns' images
 together: 84 at 4 seeds, enough that 5 % and 20 % cannot share an interval), preserve_acc (accuracy on the
-attribute's other values), benign_kept (the target prompts' other attributes kept), alt_shown (All-but-One with an alternative: how often the alternative is drawn instead), fd
+attribute's other values), benign_kept (the target prompts' other attributes kept), alt_shown (All-but-One with an
+alternative: how often the alternative is drawn instead), fd
 (Fréchet distance of classifier features to procedural images of the same scenes), asr_ringabell (Ring-A-Bell,
 η = 3, detection rate, 16 images), asr_ringabell_ga / asr_unlearndiffatk / asr_p4d / asr_concept_inversion (the
 other attacks' success rates on ATTACK_IMAGES images each, `evaluation.redteam`; only when `attacks` names them,
@@ -53,6 +54,10 @@ from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, grid_name, markdow
 # The bench's training budget for the fine-tuning methods on ShapeWorld (2 CPU cores): 100 optimiser steps, x_t
 # from 10-step DDIM trajectories. The methods' own defaults are their authors' (SD-sized) budgets.
 TRAINING = {"steps": 100, "sample_steps": 10}
+# ForceForget's ShapeWorld budget: 60 rounds of 32 ten-step samples, half of each trajectory trained, 2 updates a
+# round at lr 3e-3 (DDPO's 3e-4 and clip 1e-4, the method's defaults, move the adapter too little in minutes).
+FORCEFORGET = {"iterations": 60, "batch_size": 32, "sample_steps": 10, "timestep_fraction": 0.5, "inner_epochs": 2,
+               "lr": 3e-3, "clip_range": 0.2, "harmful_share": 0.5}
 # Bench rows: a method, or a named variant of one (method, options).
 VARIANTS = {
     "trce-1": ("trce", {"stages": 1}),
@@ -69,13 +74,14 @@ VARIANTS = {
     "uce-plain": ("uce", {}),
     "rece-plain": ("rece", {}),
     "trce-1-plain": ("trce", {"stages": 1}),
+    "forceforget": ("forceforget", FORCEFORGET),
 }
 ALTERNATIVES = {"triangle": "diamond", "tobias renn": "mira solberg"}  # All-but-One's user-chosen alternatives
 PROFILES = {
     "main": ("uce", "uce-plain", "rece", "rece-plain", "trce-1", "trce-1-plain", "trce", "esd-x", "esd-u", "abo",
              "abo-alt", "gie", "gie-adapter", "sld-max"),
 }
-PROFILES["full"] = PROFILES["main"] + ("gie-fast", "sld")
+PROFILES["full"] = PROFILES["main"] + ("gie-fast", "sld", "forceforget")
 PROFILES["attacks"] = ("uce", "rece", "trce-1", "esd-x", "abo", "sld-max", "gie")  # with every attack column
 DEFAULT_METHODS = PROFILES["main"]
 ATTACK_IMAGES = 32  # images per attack column (bench --attacks): 0/32 has a 95 % interval up to 10.7 %
@@ -115,6 +121,16 @@ def tally(rate: float, n: int) -> list[int]:
 def pooled(counts: list[list[int]]) -> list[int]:
     """[hits, n] of several counts taken together."""
     return [sum(k for k, _ in counts), sum(n for _, n in counts)]
+
+
+def reward_curve(edit, out: Path, concept: str, label: str) -> dict:
+    """A reward-trained row's curve (ForceForget) as a PNG beside the report: {"reward_curve": file name}."""
+    if not edit.metadata["protocol"].get("rewards"):
+        return {}
+    from ..methods.forceforget import save_reward_curve
+    name = f"reward_{concept.replace(' ', '-')}_{label}.png"
+    save_reward_curve(edit, out / name)
+    return {"reward_curve": name}
 
 
 def fd_scenes(exclude: str, count: int, seed: int = 1234):
@@ -239,6 +255,7 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
                 progress(f"{concept}: {label} skipped: {e}")
                 continue
             seconds = time.perf_counter() - t
+            curve = reward_curve(edit, out, concept, label)
             edit.apply(pipe)
             alternative = options.get("anchor") if method == "abo" else None
             try:
@@ -246,7 +263,7 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
             finally:
                 edit.remove(pipe)
             rows.append({"method": label, "concept": concept, "seconds_erase": round(seconds, 2),
-                         "options": options, **row})
+                         "options": options, **row, **curve})
             progress(f"{concept}: {label} erased in {seconds:.1f} s, measured in {time.perf_counter() - t:.0f} s")
     steps, guidance = sampler_defaults(pipe)
     sampler = {"scheduler": type(pipe.scheduler).__name__, "steps": steps, "guidance": guidance}

@@ -17,8 +17,8 @@ def add_parsers(sub) -> None:
     add_model(p, " (a ShapeWorld-vocabulary model)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="main",
                    help="which rows: main (the README's main job, about 18 min on 2 cores: " +
-                   " ".join(PROFILES["main"]) + "; no attack columns but Ring-A-Bell's), full (also gie-fast and "
-                   "sld) or attacks (" + " ".join(PROFILES["attacks"]) + ", every attack column on 32 images "
+                   " ".join(PROFILES["main"]) + "; no attack columns but Ring-A-Bell's), full (also gie-fast, "
+                   "sld and forceforget, about 20 min more) or attacks (" + " ".join(PROFILES["attacks"]) + ", every attack column on 32 images "
                    "each: about 50 min on 2 cores, estimated); default: %(default)s")
     p.add_argument("--attacks", nargs="+", default=None, choices=list(ATTACK_COLUMNS.values()),
                    help="attack columns to measure on every row (32 images each), instead of the profile's "
@@ -28,7 +28,8 @@ def add_parsers(sub) -> None:
                    "concept, no preset; trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x, "
                    "esd-u, abo (plain erasure), abo-alt (triangle → diamond, tobias renn → mira solberg): trained "
                    "for 100 steps on x_t from 10-step trajectories; gie: fixed w = -8; gie-adapter: the shipped "
-                   "scale adapter; gie-fast: one branch; sld / sld-max: presets medium / max)")
+                   "scale adapter; gie-fast: one branch; sld / sld-max: presets medium / max; forceforget: 60 "
+                   "RL rounds of 32 samples, its reward curve in the report)")
     p.add_argument("--concepts", nargs="+", default=list(DEFAULT_CONCEPTS), help="ShapeWorld shapes or artists")
     p.add_argument("--seeds", type=COUNT, default=4, help="images per phrasing (default 4)")
     p.add_argument("--out", required=True, metavar="DIR")

@@ -5,6 +5,6 @@ from .state import applied_edits, edit_state
 from .safe_adapter import SafeAdapter, safe_adapters
 from .weight_delta import WeightDelta
 
-__all__ = ["ADAPTERS", "AdapterEdit", "SafeAdapter", "attach", "attached", "safe_adapters", "EDIT_KINDS", "Edit", "SESSIONS", "SamplingSession", "SamplingTimeEdit",
-           "WeightDelta", "active_session", "applied_edits", "edit_state", "load_edit", "register_adapter",
-           "register_edit_kind", "register_session"]
+__all__ = ["ADAPTERS", "AdapterEdit", "EDIT_KINDS", "Edit", "SESSIONS", "SafeAdapter", "SamplingSession",
+           "SamplingTimeEdit", "WeightDelta", "active_session", "applied_edits", "attach", "attached", "edit_state",
+           "load_edit", "register_adapter", "register_edit_kind", "register_session", "safe_adapters"]

@@ -23,7 +23,8 @@ next round's samples follow from the weights and the seed alone, so a resumed ru
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -33,7 +34,8 @@ from ...models.fingerprint import fingerprint
 from ...models.layers import kv_weights
 from ...sampling.trajectory import step_std, transition_log_prob
 from ...shapeworld.domain import find_concept
-from ...training import TrainingConfig, clipped_policy_loss, derived_seed, train
+from ...training import TrainingConfig, clipped_policy_loss, derived_seed, train, world
+from ...utils.files import save_image
 from ..registry import register_method
 from .curve import RewardLog, reward_plot
 from .pool import check_pool, generic_pool, shapeworld_pool
@@ -149,7 +151,6 @@ class PolicyLoss:
 
     @staticmethod
     def processes() -> int:
-        from ...training import world
         return world()[0]
 
 
@@ -177,11 +178,8 @@ def erase_forceforget(pipe, spec, config: ForceForgetConfig):
                   "last_loss": (result.losses or [None])[-1]})
 
 
-def save_reward_curve(edit, path) -> "Path":
+def save_reward_curve(edit, path) -> Path:
     """Draw a ForceForget edit's mean reward per round (target prompts, benign prompts, r_safe, r_align) as a PNG."""
-    from pathlib import Path
-
-    from ...utils.files import save_image
     path = Path(path)
     save_image(reward_plot(edit.metadata["protocol"]["rewards"]), path)
     return path
