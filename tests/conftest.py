@@ -50,3 +50,19 @@ def tiny_clip(tmp_path_factory):
                                                         crop_size={"height": 32, "width": 32}),
                   tokenizer=tok).save_pretrained(folder / "clip")
     return folder / "clip"
+
+
+@pytest.fixture
+def kill_training_at(monkeypatch):
+    """kill_training_at(k): the training loop dies (KeyboardInterrupt) when it reaches optimiser step k, as a run
+    killed mid-way would; undone with monkeypatch.undo()."""
+    import erasekit.training.loop as loop
+    step = loop._step
+
+    def arm(index: int) -> None:
+        def dies(loss_fn, tensors, optimizer, config, k):
+            if k == index:
+                raise KeyboardInterrupt
+            return step(loss_fn, tensors, optimizer, config, k)
+        monkeypatch.setattr(loop, "_step", dies)
+    return arm

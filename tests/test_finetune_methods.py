@@ -72,21 +72,14 @@ def test_trce_holds_both_stages_and_one_stage_is_the_closed_form(tiny_dirs, tmp_
     assert steered and all(".attn1." in n or ".attn2.to_q." in n for n in steered)
 
 
-def test_same_seed_same_edit_and_a_killed_run_resumes(tiny_dirs, tmp_path, monkeypatch):
+def test_same_seed_same_edit_and_a_killed_run_resumes(tiny_dirs, tmp_path, monkeypatch, kill_training_at):
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
     options = {**TINY, "steps": 8, "anchor": "dog"}
     first = erasekit.erase(pipe, "abo", ["cat"], **options)
     second = erasekit.erase(pipe, "abo", ["cat"], **options)
     assert all(torch.equal(first.delta(n), second.delta(n)) for n in first.param_names)
 
-    import erasekit.training.loop as loop
-    step = loop._step
-
-    def dies_after_five(loss_fn, tensors, optimizer, config, index):
-        if index == 5:
-            raise KeyboardInterrupt
-        return step(loss_fn, tensors, optimizer, config, index)
-    monkeypatch.setattr(loop, "_step", dies_after_five)
+    kill_training_at(5)
     with pytest.raises(KeyboardInterrupt):
         erasekit.erase(pipe, "abo", ["cat"], work_dir=str(tmp_path / "run"), **options)
     monkeypatch.undo()

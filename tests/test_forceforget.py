@@ -117,20 +117,13 @@ def test_forceforget_trains_a_reversible_adapter_edit_on_every_family(tiny_dirs,
     assert np.array_equal(images(pipe), before)
 
 
-def test_same_seed_same_edit_and_a_killed_run_resumes(tiny_dirs, tmp_path, monkeypatch):
+def test_same_seed_same_edit_and_a_killed_run_resumes(tiny_dirs, tmp_path, monkeypatch, kill_training_at):
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
     options = {"iterations": 4, "checkpoint_every": 1}
     first, second = run(pipe, **options), run(pipe, **options)
     assert all(torch.equal(first.tensors[k], second.tensors[k]) for k in first.tensors)
 
-    import erasekit.training.loop as loop
-    step = loop._step
-
-    def dies_at_three(loss_fn, tensors, optimizer, config, index):
-        if index == 3:
-            raise KeyboardInterrupt
-        return step(loss_fn, tensors, optimizer, config, index)
-    monkeypatch.setattr(loop, "_step", dies_at_three)
+    kill_training_at(3)
     with pytest.raises(KeyboardInterrupt):
         run(pipe, work_dir=str(tmp_path / "run"), **options)
     monkeypatch.undo()
