@@ -83,8 +83,11 @@ def test_rewards_and_policy_pieces():
     assert any(p.harmful for p in pool) and any(not p.harmful for p in pool)
     assert remove_words("a Nude woman, naked on a beach", ["nude", "naked"]) == "a woman, on a beach"
 
-    advantages = prompt_advantages(torch.tensor([1.0, 0.0, 0.5, 0.7]), [0, 0, 1, 1])
-    assert torch.allclose(advantages, torch.tensor([1.0, -1.0, -1.0, 1.0]), atol=1e-4)
+    rewards, ids = torch.tensor([1.0, 0.0, 0.5, 0.7]), [0, 0, 1, 1]
+    per_prompt = prompt_advantages(rewards, ids, "prompt")
+    assert torch.allclose(per_prompt, torch.tensor([1.0, -1.0, -1.0, 1.0]), atol=1e-4)
+    pooled = prompt_advantages(rewards, ids)  # residuals ±0.5 and ±0.1 over their pooled spread √0.13
+    assert torch.allclose(pooled, torch.tensor([0.5, -0.5, -0.1, 0.1]) / 0.13 ** 0.5, atol=1e-4)
     log_prob, old = torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.0])
     loss, stats = clipped_policy_loss(log_prob, old, torch.tensor([1.0, 1.0]), clip_range=0.2)
     assert torch.isclose(loss, torch.tensor(-(1.0 + 1.2) / 2))  # the second ratio (e) is clipped to 1.2

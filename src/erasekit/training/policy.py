@@ -17,19 +17,28 @@ def check_rewards(rewards: torch.Tensor) -> torch.Tensor:
     return rewards
 
 
-def prompt_advantages(rewards: torch.Tensor, prompt_ids: list[int], eps: float = 1e-6) -> torch.Tensor:
-    """(r − mean) / (std + eps) within each prompt's group of samples (DDPO's per-prompt normalisation, over the
-    batch); a prompt sampled once, or whose samples all scored alike, is normalised with the batch's statistics."""
+def prompt_advantages(rewards: torch.Tensor, prompt_ids: list[int], scale: str = "pooled", eps: float = 1e-6
+                      ) -> torch.Tensor:
+    """Rewards minus their prompt's mean over the batch (a prompt sampled once: minus the batch mean), divided by
+    the spread of those residuals: pooled over the batch (`scale="pooled"`, default: a prompt whose samples
+    scored almost alike gets advantages near 0 instead of its noise blown up to ±1) or each prompt's own standard
+    deviation (`scale="prompt"`, DDPO's per-prompt normalisation; a prompt with no spread falls back to the
+    batch's)."""
     rewards = rewards.double()
     ids = torch.tensor(prompt_ids)
-    mean, std = rewards.mean().expand_as(rewards).clone(), rewards.std(unbiased=False).expand_as(rewards).clone()
-    for prompt in ids.unique():
-        rows = ids == prompt
-        if int(rows.sum()) > 1:
-            mean[rows] = rewards[rows].mean()
-            group_std = rewards[rows].std(unbiased=False)
-            std[rows] = group_std if group_std > eps else std[rows]
-    return ((rewards - mean) / (std + eps)).float()
+    mean = rewards.mean().expand_as(rewards).clone()
+    std = rewards.std(unbiased=False).expand_as(rewards).clone()
+    groups = [ids == prompt for prompt in ids.unique() if int((ids == prompt).sum()) > 1]
+    for rows in groups:
+        mean[rows] = rewards[rows].mean()
+        if scale == "prompt" and rewards[rows].std(unbiased=False) > eps:
+            std[rows] = rewards[rows].std(unbiased=False)
+    residuals = rewards - mean
+    if scale == "pooled":
+        std = residuals.pow(2).mean().sqrt().expand_as(rewards)
+    elif scale != "prompt":
+        raise TrainingError(f"advantage scale must be 'pooled' or 'prompt', not {scale!r}")
+    return (residuals / (std + eps)).float()
 
 
 def clipped_policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,

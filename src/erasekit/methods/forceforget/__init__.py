@@ -11,7 +11,8 @@ prompts and benign ones (`pool.py`), so that the benign content of a harmful pro
 Reconstructed (the paper is silent; DDPO's defaults as declared assumptions): lr 3e-4, clip range 1e-4, gradient
 clip 1, 1 inner epoch, advantages normalised per prompt over each round's samples (DDPO keeps running per-prompt
 statistics; a round here samples each prompt `samples_per_prompt` times instead, so nothing but the weights has to
-be checkpointed), λs equal, LoRA rank 4, 75 % target prompts per round. Budgets (`iterations`, `batch_size`) are
+be checkpointed; and the residuals are divided by their spread pooled over the round, not per prompt, so that
+a prompt whose samples scored almost alike does not turn noise into full-size advantages), λs equal, LoRA rank 4, 75 % target prompts per round. Budgets (`iterations`, `batch_size`) are
 ShapeWorld-sized (minutes on 2 CPU cores); on SD turn them up (the paper's GPU time is not given).
 
 Each optimiser step trains every sampled trajectory at `timestep_fraction` of its steps (the accumulated
@@ -54,6 +55,7 @@ class ForceForgetConfig:
     lr: float = 3e-4                 # DDPO
     clip_range: float = 1e-4         # DDPO: PPO's ε
     advantage_clip: float = 5.0      # DDPO
+    advantage_scale: str = "pooled"  # reconstruction: residuals / their pooled spread | "prompt": per-prompt std
     grad_clip: float = 1.0           # DDPO
     sample_steps: int | None = None  # DDIM steps of the policy's samples (None: the model's sampler default)
     guidance: float | None = None    # their guidance (None: the model's default)

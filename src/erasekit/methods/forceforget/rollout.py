@@ -54,7 +54,7 @@ def sample_round(pipe, pool, reward, config, round_index: int) -> Rollout:
         rewards, parts = reward(decode(pipe, traj.final), prompts)
     local = check_rewards(rewards.double().cpu())
     rewards = _gathered(local, len(ids), processes, rank)
-    advantages = prompt_advantages(rewards, ids)[mine]
+    advantages = prompt_advantages(rewards, ids, config.advantage_scale)[mine]
     steps = len(traj.timesteps)
     latents = torch.stack([traj.latents[k] for k in range(steps + 1)], dim=1)
     with torch.no_grad():
