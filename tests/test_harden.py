@@ -121,6 +121,21 @@ def test_cli_harden_bad_input_is_one_line_and_writes_nothing(tiny_dirs, sd1, bas
     assert list(out.iterdir()) == []
 
 
+def test_cli_harden_writes_one_edit_with_its_history_plot(tiny_dirs, base, tmp_path, monkeypatch, capsys):
+    from erasekit.harden import loop, probe
+    # the tiny model has no ShapeWorld concept: a detector that always fires and constant preservation instead
+    monkeypatch.setattr(loop, "default_judges", lambda concept, config, d, p: (always(True), lambda pipe: 1.0))
+    monkeypatch.setattr(probe, "attack_prompts", lambda concept, n: ["a cat"])
+    base.save(tmp_path / "edit")
+    out = tmp_path / "out"
+    assert cli(["harden", "--model", str(tiny_dirs["sd1"]), "--edit", str(tmp_path / "edit"), "--attack",
+                "unlearndiffatk", "--rounds", "1", "--images", "2", "--out", str(out)]) == 0
+    assert "kept round 1" in capsys.readouterr().out
+    hardened = erasekit.load_edit(out)
+    assert len(hardened.metadata["protocol"]["hardening"]["rounds"]) == 2
+    assert (out / "history.png").stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_hardening_uce_lowers_concept_inversion_on_fresh_seeds():
     """ShapeWorld, the triangle: UCE, then hardened against concept inversion; a fresh concept-inversion run

@@ -63,30 +63,34 @@ class Loop:
 
     def run(self) -> WeightDelta:
         start = time.perf_counter()
-        current = self.base
-        runs, kept = self.look(current, 0, rows=0), 0
+        current, kept, stopped = self.base, 0, None
+        runs = self.look(current, 0, rows=0)
         floor = self.floor()
-        stopped = "rounds done"
-        for r in range(1, self.config.rounds + 2):
-            if all(run.rate < self.config.target for run in runs):
-                stopped = "every attack under the target"
+        for r in range(1, self.config.rounds + 1):
+            if self.under_target(runs):
                 break
-            if r > self.config.rounds:
-                break
-            found = [f for run in runs for f in run.found]
-            erase, value = erase_rows(self.pipe, found, self.config.eta)
-            update = self.solve(current, erase, value)
-            hardening = update if self.hardening is None else merge(self.hardening, update)
+            hardening, erase = self.step(current, runs)
             candidate = combined(self.pipe, self.base, hardening)
             next_runs = self.look(candidate, r, rows=len(erase))
-            if self.history[-1]["preservation"] < floor:
+            if self.history[-1]["preservation"] < floor:  # refused: the round before stays
                 self.history[-1]["accepted"] = False
                 stopped = f"preservation under its floor ({floor:.3f}) in round {r}: round {kept} kept"
                 break
             self.hardening, current, runs, kept = hardening, candidate, next_runs, r
             self.erased = erase if self.erased is None else torch.cat([self.erased, erase])
+        stopped = stopped or ("every attack under the target" if self.under_target(runs) else "rounds done")
         self.log(f"harden: {stopped}")
         return combined(self.pipe, self.base, self.hardening, self.protocol(kept, floor, stopped, start))
+
+    def under_target(self, runs) -> bool:
+        return all(run.rate < self.config.target for run in runs)
+
+    def step(self, current: WeightDelta, runs) -> tuple[dict[str, LowRankUpdate], torch.Tensor]:
+        """(the hardening with this round's update, the rows it erased): the successful adversarial inputs of
+        every attack, erased on top of the current weights."""
+        erase, value = erase_rows(self.pipe, [f for run in runs for f in run.found], self.config.eta)
+        update = self.solve(current, erase, value)
+        return (update if self.hardening is None else merge(self.hardening, update)), erase
 
     def look(self, edit: WeightDelta, r: int, rows: int) -> list:
         """Attack the model with `edit` applied, on round r's seeds; measure preservation; record the round."""
