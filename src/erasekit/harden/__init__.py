@@ -9,7 +9,8 @@ maps to the same prompt's row without the adversarial tokens, pushed past it (a 
 concepts' rows, the target's own rows and earlier rounds' rows held at the current weights and the caption prior,
 on every cross-attention K/V matrix (the closed-form solver UCE uses). Preservation (ShapeWorld: the attribute's
 other values) is checked each round; it stops when every attack's success is under the target (5 %), when the
-rounds are spent, or when preservation would fall below its floor (then the round before is kept).
+rounds are spent, or when preservation would fall below its floor. It keeps the accepted round whose strongest
+attack did least on the loop's seeds (an attack can find its way back after a round that stopped it).
 
     edit = erasekit.erase(pipe, "uce", preset("shapeworld/triangle"))
     hardened = erasekit.harden(pipe, edit, attacks=["concept-inversion", "unlearndiffatk"], rounds=3)

@@ -63,24 +63,29 @@ class Loop:
 
     def run(self) -> WeightDelta:
         start = time.perf_counter()
-        current, kept, stopped = self.base, 0, None
+        current, stopped = self.base, None
         runs = self.look(current, 0, rows=0)
         floor = self.floor()
+        accepted = [(worst(runs), 0, None)]  # (worst attack's success, round, hardening)
         for r in range(1, self.config.rounds + 1):
             if self.under_target(runs):
                 break
             hardening, erase = self.step(current, runs)
             candidate = combined(self.pipe, self.base, hardening)
             next_runs = self.look(candidate, r, rows=len(erase))
-            if self.history[-1]["preservation"] < floor:  # refused: the round before stays
+            if self.history[-1]["preservation"] < floor:  # refused: the rounds before stay
                 self.history[-1]["accepted"] = False
-                stopped = f"preservation under its floor ({floor:.3f}) in round {r}: round {kept} kept"
+                stopped = f"preservation under its floor ({floor:.3f}) in round {r}"
                 break
-            self.hardening, current, runs, kept = hardening, candidate, next_runs, r
+            self.hardening, current, runs = hardening, candidate, next_runs
             self.erased = erase if self.erased is None else torch.cat([self.erased, erase])
+            accepted.append((worst(runs), r, hardening))
         stopped = stopped or ("every attack under the target" if self.under_target(runs) else "rounds done")
-        self.log(f"harden: {stopped}")
-        return combined(self.pipe, self.base, self.hardening, self.protocol(kept, floor, stopped, start))
+        # an attack can find its way back after a round that stopped it: keep the accepted round whose strongest
+        # attack did least on the loop's own seeds (ties: the later, more hardened one)
+        _, kept, hardening = min(accepted, key=lambda a: (a[0], -a[1]))
+        self.log(f"harden: {stopped}; round {kept} kept")
+        return combined(self.pipe, self.base, hardening, self.protocol(kept, floor, stopped, start))
 
     def under_target(self, runs) -> bool:
         return all(run.rate < self.config.target for run in runs)
@@ -130,7 +135,11 @@ class Loop:
     def protocol(self, kept: int, floor: float, stopped: str, start: float) -> dict:
         return {"config": asdict(self.config), "rounds": self.history, "kept_round": kept, "floor": floor,
                 "stopped": stopped, "seconds": round(time.perf_counter() - start, 1),
-                "rows_erased": 0 if self.erased is None else len(self.erased)}
+                "rows_erased": sum(h["rows_erased"] for h in self.history if h["accepted"] and h["round"] <= kept)}
+
+
+def worst(runs) -> float:
+    return max(run.rate for run in runs)
 
 
 def combined(pipe, base: WeightDelta, hardening: dict[str, LowRankUpdate] | None,
