@@ -53,6 +53,7 @@ ALLOWED_SIBLINGS = {
     ("training", "sampling"),  # the training loop may use the sampler
     ("testing", "shapeworld"),  # tiny test models use ShapeWorld's tokenizer builder
     ("testing", "models"),
+    ("harden", "evaluation"),  # red-team in the loop runs the attacks and scores them as the evaluation does
 }
 
 # Modules whose own imports are not held to the layer table: the root re-exports the public API, __main__ runs it.

@@ -19,6 +19,9 @@ class AttackResult:
     """Images per attack setting (e.g. per strength η), same order as the prompts and seeds given."""
     images: dict[str, list] = field(default_factory=dict)
     details: dict = field(default_factory=dict)  # the attack's settings and what it found (for the protocol)
+    # setting → prompt → the encoder output (1, tokens, d) the images of that prompt were generated from (the
+    # searching attacks); `details["found"][prompt]` names its token "ids" and the "free" (adversarial) positions
+    embeddings: dict[str, dict] = field(default_factory=dict, repr=False)
 
 
 class Attack:

@@ -33,7 +33,8 @@ from ..shapeworld.render import scene_images
 from ..sampling.images import read_image_folder
 from .base import register_attack
 from .ring_a_bell import PAIR_TEMPLATES
-from .whitebox import SearchAttack, SoftPrompt, checked, embedding_table, noised, project, real_token_ids
+from .whitebox import (SearchAttack, SoftPrompt, checked, embedding_table, noised, project, real_token_ids,
+                       token_layout)
 
 
 @register_attack
@@ -110,8 +111,8 @@ class ConceptInversion(SearchAttack):
         return {"embedding": self.summary}
 
     def search(self, pipe, prompt: str, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        parts = self.split(prompt)
+        parts, soft = self.split(prompt), self.with_word(pipe, prompt)
         with torch.no_grad():
-            embeds = self.with_word(pipe, prompt).encode(pipe)
+            embeds = soft.encode(pipe)
         return embeds, {"adversarial_prompt": self.placeholder.join(parts) if len(parts) == 2
-                        else f"{prompt} {self.placeholder}"}
+                        else f"{prompt} {self.placeholder}", **token_layout(soft.ids, soft.positions)}

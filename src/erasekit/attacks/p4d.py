@@ -34,7 +34,7 @@ from ..errors import AttackError
 from ..models.text import encode
 from ..sampling.trajectory import predict, trajectory
 from .base import AttackResult, register_attack
-from .whitebox import SearchAttack, SoftPrompt, checked, original_model, random_tokens, words_of
+from .whitebox import SearchAttack, SoftPrompt, checked, original_model, random_tokens, token_layout, words_of
 
 
 @register_attack
@@ -72,7 +72,8 @@ class P4D(SearchAttack):
                  for prompt in results[0].details["found"]}
         images = {"before": results[0].images["before"], **{s: r.images[s] for s, r in zip(settings, results)}}
         return AttackResult(images, {**results[0].details, **dataclasses.asdict(self), "setting": self.setting,
-                                     "union": settings, "found": found})
+                                     "union": settings, "found": found},
+                            {s: r.embeddings[s] for s, r in zip(settings, results)})
 
     def pieces(self, prompt: str) -> list:
         """P4D-N: the free tokens alone; P4D-K: the prompt's words with one free token after every k-th."""
@@ -102,7 +103,8 @@ class P4D(SearchAttack):
         with torch.no_grad():
             embeds = soft.encode(pipe, True)
         return embeds, {"adversarial_prompt": words_of(pipe, ids), "token_ids": ids[0, soft.positions].tolist(),
-                        "loss_initial": initial, "loss_final": best_loss, "checks": checks}
+                        "loss_initial": initial, "loss_final": best_loss, "checks": checks,
+                        **token_layout(ids, soft.positions)}
 
     def optimise(self, soft: SoftPrompt, loss_of, steps: int, generator: torch.Generator):
         """Adam on the soft tokens, one random trajectory step per iteration; leaves them at the best checked

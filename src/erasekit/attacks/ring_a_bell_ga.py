@@ -22,7 +22,7 @@ from ..errors import AttackError
 from ..models.text import encode
 from .base import register_attack
 from .ring_a_bell import RingABell
-from .whitebox import SearchAttack, SoftPrompt, encode_ids, real_token_ids, words_of
+from .whitebox import SearchAttack, SoftPrompt, encode_ids, real_token_ids, token_layout, words_of
 
 
 def similarity(embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,4 +74,5 @@ class RingABellGA(SearchAttack):
         best = population[scores.argmax()][None]
         return encode_ids(pipe, best), {"adversarial_prompt": words_of(pipe, best),
                                         "token_ids": best[0, slots].tolist(), "fitness": scores.max().item(),
-                                        "prompt_fitness": similarity(plain, target).item()}
+                                        "prompt_fitness": similarity(plain, target).item(),
+                                        **token_layout(best, range(slots.start, slots.stop))}

@@ -26,7 +26,8 @@ from ..sampling import generate
 from ..sampling.inversion import encode_images
 from ..sampling.trajectory import predict
 from .base import register_attack
-from .whitebox import SearchAttack, SoftPrompt, checked, noised, original_model, random_tokens, words_of
+from .whitebox import (SearchAttack, SoftPrompt, checked, noised, original_model, random_tokens, token_layout,
+                       words_of)
 
 
 @register_attack
@@ -64,4 +65,4 @@ class UnlearnDiffAtk(SearchAttack):
             final = loss_of(*fixed).item()
             embeds = soft.encode(pipe, True)
         return embeds, {"adversarial_prompt": words_of(pipe, ids), "token_ids": ids[0, soft.positions].tolist(),
-                        "loss_initial": initial, "loss_final": final}
+                        "loss_initial": initial, "loss_final": final, **token_layout(ids, soft.positions)}

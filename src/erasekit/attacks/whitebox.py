@@ -134,6 +134,12 @@ def encode_ids(pipe, ids: torch.Tensor) -> torch.Tensor:
         return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
 
 
+def token_layout(ids: torch.Tensor, free) -> dict:
+    """What `found` records of an adversarial input's tokens: every id (1, tokens) and the free positions, so a
+    defence (hardening) can tell the adversarial rows of the encoder output from the prompt's own."""
+    return {"ids": ids.flatten().tolist(), "free": [int(p) for p in free]}
+
+
 def words_of(pipe, ids: torch.Tensor) -> str:
     """The text of a row of ids, special tokens left out."""
     return pipe.tokenizer.decode(ids.flatten().tolist(), skip_special_tokens=True)
@@ -224,7 +230,8 @@ class SearchAttack(Attack):
         return {}
 
     def search(self, pipe, prompt: str, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        """(encoder output (1, tokens, d) to generate from, what was found: adversarial prompt, ids, losses)."""
+        """(encoder output (1, tokens, d) to generate from, what was found: adversarial prompt, losses, and
+        `token_layout`'s ids and free positions)."""
         raise NotImplementedError
 
     def __call__(self, pipe, prompts: list[str], seeds: list[int]) -> AttackResult:
@@ -242,4 +249,4 @@ class SearchAttack(Attack):
         embeds = torch.cat([inputs[p] for p in prompts])
         return AttackResult({"before": generate(pipe, prompts, seeds, progress=False),
                              self.setting: generate(pipe, None, seeds, prompt_embeds=embeds, progress=False)},
-                            details)
+                            details, {self.setting: inputs})

@@ -13,7 +13,7 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 from ..errors import ErasekitError
 from ..version import __version__
-from . import attack, bench, erase, eval as eval_command, generate, gie_adapter, purify
+from . import attack, bench, erase, eval as eval_command, generate, gie_adapter, harden, purify
 
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_command.add_parser(sub)
     bench.add_parsers(sub)
     attack.add_parser(sub)
+    harden.add_parser(sub)
     gie_adapter.add_parser(sub)
     purify.add_parser(sub)
     return parser

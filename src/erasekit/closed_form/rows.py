@@ -82,6 +82,23 @@ def context_rows(pipe, targets: list[str], anchors: list[str], templates) -> tup
     return torch.cat(erase).double(), torch.cat(value).double()
 
 
+def adversarial_rows(adversarial: torch.Tensor, reference: torch.Tensor, free) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-aligned (erase, value) rows of an attack's input: `adversarial` (L, d) is the encoder output of a prompt
+    with adversarial tokens at the positions `free`, `reference` (L, d) that of the same prompt without them (its
+    other tokens in order, then padding). Every row from the first free position to the end is erased (a causal
+    encoder carries the adversarial tokens into all later rows); a prompt token's row maps to the same token's row
+    in the reference, a free token's row to the reference row before it (as `context_rows` maps a concept with an
+    empty anchor)."""
+    free = {int(p) for p in free}
+    if not free:
+        raise ValueError("an adversarial input needs at least one free position")
+    start, source, k = min(free), [], min(free)  # k: the next reference row
+    for j in range(start, adversarial.shape[0]):
+        source.append(k - 1 if j in free else k)
+        k += j not in free
+    return adversarial[start:].double(), reference[source].double()
+
+
 def pushed(value: torch.Tensor, erase: torch.Tensor, eta: float) -> torch.Tensor:
     """Value rows moved past the anchor, away from the rows they replace: a − η(c − a) (η = 0: the anchor)."""
     return value - eta * (erase - value)

@@ -1,0 +1,100 @@
+"""Hardening on ShapeWorld: for each concept and closed-form bench row (bench.VARIANTS' options), each attack's
+success before and after `erasekit.harden`, measured by fresh attack runs (`attack_once`: attack seed 0, image
+seeds 0 … images − 1, which the loop never uses: it decides on attack seeds 1000 + round and image seeds from
+100 000), with 95 % Wilson intervals; preservation accuracy and benign attributes kept (the bench's sets), FD (the
+bench's), the rounds kept and the seconds hardening took (one thread). Writes a markdown table (--out, rewritten
+after every row) and prints each row as it is measured.
+
+    python scripts/harden_suite.py [--concepts triangle "tobias renn"] [--methods uce rece trce-1] [--rounds 3]
+                                   [--attacks concept-inversion unlearndiffatk] [--images 32]
+"""
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+import erasekit
+from erasekit.bench.run import fd_scenes, frechet, row_options, row_spec
+from erasekit.bench.table import rate_cell
+from erasekit.detectors.shapeworld import shipped_classifier
+from erasekit.evaluation.prompts import shapeworld_sets
+from erasekit.evaluation.redteam import attack_once
+from erasekit.evaluation.scoring import score_shapeworld
+from erasekit.harden import HARDENABLE
+
+
+def kept(pipe, concept: str, classifier) -> dict:
+    """Preservation (the attribute's other values) and benign attributes kept (explicit prompts), as the bench
+    counts them: (hits, n) each; and FD on 64 scenes without the concept."""
+    attribute, sets = shapeworld_sets(concept, 6)
+    out = {}
+    for name, key in (("other", "accuracy"), ("explicit", "benign_kept")):
+        items = sets[name]
+        images = erasekit.generate(pipe, [i.prompt for i in items], [i.seed for i in items], progress=False)
+        n = len(items) if name == "other" else sum(len(i.expected) - 1 for i in items)
+        out[name] = (round(score_shapeworld(images, items, name, attribute, classifier)[key] * n), n)
+    prompts, reference = fd_scenes(concept, 64)
+    out["fd"] = frechet(classifier, erasekit.generate(pipe, prompts, list(range(64)), progress=False), reference)
+    return out
+
+
+def measure(pipe, edit, concept: str, attacks: list[str], images: int, classifier) -> dict:
+    edit.apply(pipe)
+    try:
+        return {**{a: attack_once(pipe, a, concept, images, classifier) for a in attacks},
+                **kept(pipe, concept, classifier)}
+    finally:
+        edit.remove(pipe)
+
+
+def row(concept: str, label: str, before: dict, after: dict, record: dict, attacks: list[str]) -> str:
+    cells = [f"{rate_cell(before[a].hits, before[a].n)} → {rate_cell(after[a].hits, after[a].n)}" for a in attacks]
+    cells += [f"{rate_cell(*before[k])} → {rate_cell(*after[k])}" for k in ("other", "explicit")]
+    cells += [f"{before['fd']:.1f} → {after['fd']:.1f}",
+              f"{record['kept_round']} ({record['stopped']})", f"{record['seconds']:.0f} s"]
+    return f"| {concept} | {label} | " + " | ".join(cells) + " |"
+
+
+def table(rows: list[str], attacks: list[str], images: int, rounds: int) -> str:
+    head = ("| concept | start | " + " | ".join(f"{a} before → after" for a in attacks)
+            + " | preservation | benign kept | FD | round kept | harden time |\n|---|---|"
+            + "---|" * (len(attacks) + 5) + "\n")
+    return (head + "\n".join(rows) + f"\n\nAttack success before → after hardening (at most {rounds} rounds; the "
+            f"loop's attack runs: 16 images a round on attack seeds 1000 + round, image seeds from 100 000), each "
+            f"measured by a fresh run: {images} images (seeds 0–{images - 1}, attack seed 0, four prompts naming the "
+            "concept), rate% [95 % Wilson interval] (k/n). Preservation: the attribute's other values (bench set, "
+            "6 seeds); benign kept: the explicit prompts' other attributes; FD: 64 scenes without the concept vs "
+            "renders. Harden time: the whole loop (attacks, solves, validation) on one CPU thread.\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concepts", nargs="+", default=["triangle", "tobias renn"])
+    parser.add_argument("--methods", nargs="+", default=["uce", "rece", "trce-1"])
+    parser.add_argument("--attacks", nargs="+", default=["concept-inversion", "unlearndiffatk"], choices=HARDENABLE)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--out", default="out/harden_table.md")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    pipe, classifier = erasekit.load_pipeline(None), shipped_classifier()
+    out, rows = Path(args.out), []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for concept in args.concepts:
+        for label in args.methods:
+            method, options = row_options(label, concept)
+            edit = erasekit.erase(pipe, method, row_spec(label, concept), **options)
+            before = measure(pipe, edit, concept, args.attacks, args.images, classifier)
+            t = time.perf_counter()
+            hardened = erasekit.harden(pipe, edit, args.attacks, args.rounds, log=print)
+            print(f"{concept} | {label}: hardened in {time.perf_counter() - t:.0f} s", flush=True)
+            after = measure(pipe, hardened, concept, args.attacks, args.images, classifier)
+            rows.append(row(concept, label, before, after, hardened.metadata["protocol"]["hardening"], args.attacks))
+            print(rows[-1], flush=True)
+            out.write_text(table(rows, args.attacks, args.images, args.rounds))
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""`erasekit harden`: red-team in the loop on a closed-form edit, until the attacks fail."""
+from __future__ import annotations
+
+from .options import COUNT, PROBABILITY, add_model
+
+ATTACKS = ("concept-inversion", "unlearndiffatk", "p4d", "ring-a-bell-ga")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("harden", help="harden a closed-form edit (uce, rece, trce stage 1): attack, erase what "
+                       "the attacks find, repeat", description="Each round attacks the model with the edit (and "
+                       "the hardening so far) on seeds of its own, erases in closed form the adversarial tokens that "
+                       "still bring the concept back (with the preserved concepts and a caption prior held), and "
+                       "checks preservation; it stops when every attack's success is under --target, after "
+                       "--rounds, or when preservation would drop more than --max-drop (keeping the round before). "
+                       "Writes one edit (the base edit plus the hardening) to DIR with the rounds' history in its "
+                       "protocol, and DIR/history.png. ShapeWorld concepts (success and preservation are judged by "
+                       "its classifier).")
+    add_model(p)
+    p.add_argument("--edit", required=True, metavar="DIR", help="the edit to harden (uce, rece, trce --stages 1)")
+    p.add_argument("--attack", action="append", metavar="NAME", help=f"an attack to harden against (repeat; "
+                   f"{', '.join(ATTACKS)}); default: concept-inversion and unlearndiffatk")
+    p.add_argument("--rounds", type=int, default=3, help="at most this many hardening rounds (default 3)")
+    p.add_argument("--target", type=PROBABILITY, default=0.05, help="stop when every attack's success rate is "
+                   "under this (default 0.05)")
+    p.add_argument("--max-drop", type=PROBABILITY, default=0.05, help="largest preservation drop from the base "
+                   "edit's accepted (default 0.05)")
+    p.add_argument("--images", type=COUNT, default=16, help="images per attack per round (default 16)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..harden import harden_folder
+    edit = harden_folder(args.edit, args.out, args.model, args.overwrite, log=print,
+                         attacks=tuple(args.attack or ATTACKS[:2]), rounds=args.rounds, target=args.target,
+                         max_drop=args.max_drop, images=args.images)
+    record = edit.metadata["protocol"]["hardening"]
+    for h in record["rounds"]:
+        rates = ", ".join(f"{a} {100 * r:.1f}%" for a, r in h["success"].items())
+        print(f"round {h['round']}: {rates}; preservation {100 * h['preservation']:.1f}%"
+              + ("" if h["accepted"] else " (refused: under the floor)"))
+    print(f"kept round {record['kept_round']} ({record['stopped']}); wrote {args.out} and {args.out}/history.png")
+    return 0

@@ -1,0 +1,25 @@
+"""Hardening: red-team in the loop (erasekit's own; METHODS.md, "Hardening").
+
+RECE erases, in closed form, an embedding that still regenerates the concept; hardening does the same with what
+the attacks find. Each round attacks the current model (the base edit plus the hardening so far) with the chosen
+white-box attacks on the round's own attack seed and image seeds (never those a report uses), takes the
+adversarial inputs whose images still show the concept (concept inversion's learned word, UnlearnDiffAtk's and
+P4D's tokens, Ring-A-Bell-GA's prompt), and erases their encoder rows from the first adversarial token on: each
+maps to the same prompt's row without the adversarial tokens, pushed past it (a − η(c − a)), with the preserved
+concepts' rows, the target's own rows and earlier rounds' rows held at the current weights and the caption prior,
+on every cross-attention K/V matrix (the closed-form solver UCE uses). Preservation (ShapeWorld: the attribute's
+other values) is checked each round; it stops when every attack's success is under the target (5 %), when the
+rounds are spent, or when preservation would fall below its floor. It keeps the accepted round whose strongest
+attack did least on the loop's seeds (an attack can find its way back after a round that stopped it).
+
+    edit = erasekit.erase(pipe, "uce", preset("shapeworld/triangle"))
+    hardened = erasekit.harden(pipe, edit, attacks=["concept-inversion", "unlearndiffatk"], rounds=3)
+    hardened.metadata["protocol"]["hardening"]["rounds"]  # success per attack and preservation per round
+
+The result is one WeightDelta (base delta + hardening deltas). Closed-form edits only (uce, rece, trce stage 1).
+"""
+from .config import CLOSED_FORM, HARDENABLE, HardenConfig
+from .loop import harden
+from .output import harden_folder, history_plot
+
+__all__ = ["CLOSED_FORM", "HARDENABLE", "HardenConfig", "harden", "harden_folder", "history_plot"]

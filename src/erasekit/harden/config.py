@@ -1,0 +1,74 @@
+"""The settings of a hardening run, and the checks that refuse bad input before anything runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..attacks import ATTACKS
+from ..edits import Edit, WeightDelta
+from ..errors import ErasekitError, NotSupportedError
+
+# The attacks whose adversarial inputs (token ids, free positions, encoder output) hardening can erase.
+HARDENABLE = ("concept-inversion", "unlearndiffatk", "p4d", "ring-a-bell-ga")
+# The closed-form methods whose edit is a cross-attention K/V weight delta that hardening extends.
+CLOSED_FORM = ("uce", "rece", "trce")
+
+
+@dataclass
+class HardenConfig:
+    attacks: tuple[str, ...] = ("concept-inversion", "unlearndiffatk")
+    rounds: int = 3
+    target: float = 0.05           # stop once every attack's success rate is under this
+    max_drop: float = 0.05         # preservation may fall this much below the base edit's (round 0) …
+    floor: float | None = None     # … or, when given, not below this absolute accuracy
+    images: int = 16               # images per attack per round (four prompts naming the concept, cycled)
+    eta: float = 1.0               # values pushed past the reference rows, a − η(c − a) (UCE's η)
+    lam: float = 0.5               # the solver's λ (UCE's)
+    prior: float = 1.0             # caption prior relative to the erase rows' mass (UCE's)
+    seed: int = 1000               # round r's attacks use attack seed `seed + r` …
+    image_seed: int = 100_000      # … and image seeds from `image_seed + r * images`: never the reporting seeds
+    validation_seeds: int = 8      # preservation: seeds per other value of the attribute
+    validation_seed: int = 50_000  # their first seed
+    attack_options: dict = field(default_factory=dict)  # attack name → options for `build_attack`
+
+    def __post_init__(self):
+        self.attacks = tuple(self.attacks)
+
+
+def check_request(edit, config: HardenConfig) -> None:
+    """One-line errors for what hardening cannot take: unknown or unsuitable attacks, rounds < 1, bad rates, an
+    edit that is not a closed-form weight delta."""
+    if not config.attacks:
+        raise ErasekitError("give at least one attack to harden against")
+    for name in config.attacks:
+        if name not in ATTACKS:
+            raise ErasekitError(f"unknown attack {name!r} (harden takes: {', '.join(HARDENABLE)})")
+        if name not in HARDENABLE:
+            raise NotSupportedError(f"{name} finds no adversarial tokens to erase (harden takes: "
+                                    f"{', '.join(HARDENABLE)})")
+    unknown = sorted(set(config.attack_options) - set(config.attacks))
+    if unknown:
+        raise ErasekitError(f"attack options for {', '.join(unknown)}, which is not among the attacks")
+    if not isinstance(config.rounds, int) or config.rounds < 1:
+        raise ErasekitError(f"rounds must be a whole number of at least 1, not {config.rounds!r}")
+    if config.images < 1:
+        raise ErasekitError(f"images must be at least 1, not {config.images!r}")
+    if not 0 < config.target <= 1 or not 0 <= config.max_drop <= 1:
+        raise ErasekitError("target must be in (0, 1] and max_drop in [0, 1]")
+    check_edit(edit)
+
+
+def check_edit(edit) -> None:
+    if not isinstance(edit, Edit):
+        raise ErasekitError(f"harden takes an Edit (erasekit.erase or erasekit.load_edit), not {type(edit).__name__}")
+    if not isinstance(edit, WeightDelta):
+        raise NotSupportedError(f"{edit} is a {edit.kind} edit: harden supports the closed-form weight-delta "
+                                "methods (uce, rece, trce stage 1); fine-tuned, adapter and sampling-time edits "
+                                "are not supported yet")
+    stages = edit.metadata["config"].get("stages", 1)
+    if edit.method not in CLOSED_FORM or stages != 1:
+        raise NotSupportedError(f"{edit} was made by fine-tuning ({edit.method}"
+                                f"{', stages ' + str(stages) if edit.method == 'trce' else ''}): harden supports "
+                                "the closed-form methods (uce, rece, trce stage 1); fine-tuned, adapter and "
+                                "sampling-time edits are not supported yet")
+    if "spec" not in edit.metadata["config"]:
+        raise ErasekitError(f"{edit} records no concept spec: it cannot be hardened")

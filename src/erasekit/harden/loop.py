@@ -1,0 +1,162 @@
+"""The red-team-in-the-loop: attack the model, erase what still brings the concept back, check preservation,
+repeat; one WeightDelta (the base edit's delta plus the hardening's) with the rounds' history in its protocol."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import torch
+
+from ..closed_form.solver import LowRankUpdate, solve
+from ..concepts import ConceptSpec
+from ..detectors import shapeworld_detector
+from ..edits import WeightDelta, applied_edits
+from ..errors import ErasekitError
+from ..methods.rece import merge
+from ..models import kv_weights
+from ..models.parameters import canonical
+from ..shapeworld.domain import find_concept
+from .config import HardenConfig, check_request
+from .probe import run_attack, shapeworld_preservation
+from .rows import erase_rows, preserve_cov
+
+
+def harden(pipe, edit: WeightDelta, attacks=("concept-inversion", "unlearndiffatk"), rounds: int = 3, *,
+           detector=None, prompts: list[str] | None = None, preservation=None, log=None, **options) -> WeightDelta:
+    """Harden a closed-form edit against `attacks` for up to `rounds` rounds (see the package docstring).
+    `detector` (default: the ShapeWorld classifier for the concept), `prompts` (default: four naming it) and
+    `preservation` (pipe → accuracy; default: the ShapeWorld "other" set) let it run on other models; `options`
+    are `HardenConfig`'s."""
+    config = HardenConfig(attacks=tuple(attacks), rounds=rounds, **options)
+    check_request(edit, config)
+    if applied_edits(pipe):
+        raise ErasekitError(f"harden starts from the original model: remove the applied edits first "
+                            f"({', '.join(map(str, applied_edits(pipe)))})")
+    spec = ConceptSpec(**{k: v for k, v in edit.metadata["config"]["spec"].items()})
+    concept = spec.targets[0]
+    detector, preservation = default_judges(concept, config, detector, preservation)
+    state = Loop(pipe, edit, spec, config, detector, preservation, prompts, log)
+    return state.run()
+
+
+def default_judges(concept: str, config: HardenConfig, detector, preservation):
+    if detector is not None and preservation is not None:
+        return detector, preservation
+    try:
+        find_concept(concept)
+    except KeyError:
+        raise ErasekitError(f"{concept!r} is not a ShapeWorld concept: pass detector= and preservation= "
+                            "(and prompts=) to harden it") from None
+    return detector or shapeworld_detector(concept), preservation or shapeworld_preservation(concept, config)
+
+
+class Loop:
+    """The rounds' state: the hardening so far (low-rank K/V updates), the rows it erased, the history."""
+
+    def __init__(self, pipe, base, spec, config, detector, preservation, prompts, log):
+        self.pipe, self.base, self.spec, self.config = pipe, base, spec, config
+        self.detector, self.preservation, self.prompts = detector, preservation, prompts
+        self.log = log or (lambda line: None)
+        self.hardening: dict[str, LowRankUpdate] | None = None
+        self.erased: torch.Tensor | None = None
+        self.history: list[dict] = []
+
+    def run(self) -> WeightDelta:
+        start = time.perf_counter()
+        current, stopped = self.base, None
+        runs = self.look(current, 0, rows=0)
+        floor = self.floor()
+        accepted = [(worst(runs), 0, None)]  # (worst attack's success, round, hardening)
+        for r in range(1, self.config.rounds + 1):
+            if self.under_target(runs):
+                break
+            hardening, erase = self.step(current, runs)
+            candidate = combined(self.pipe, self.base, hardening)
+            next_runs = self.look(candidate, r, rows=len(erase))
+            if self.history[-1]["preservation"] < floor:  # refused: the rounds before stay
+                self.history[-1]["accepted"] = False
+                stopped = f"preservation under its floor ({floor:.3f}) in round {r}"
+                break
+            self.hardening, current, runs = hardening, candidate, next_runs
+            self.erased = erase if self.erased is None else torch.cat([self.erased, erase])
+            accepted.append((worst(runs), r, hardening))
+        stopped = stopped or ("every attack under the target" if self.under_target(runs) else "rounds done")
+        # an attack can find its way back after a round that stopped it: keep the accepted round whose strongest
+        # attack did least on the loop's own seeds (ties: the later, more hardened one)
+        _, kept, hardening = min(accepted, key=lambda a: (a[0], -a[1]))
+        self.log(f"harden: {stopped}; round {kept} kept")
+        return combined(self.pipe, self.base, hardening, self.protocol(kept, floor, stopped, start))
+
+    def under_target(self, runs) -> bool:
+        return all(run.rate < self.config.target for run in runs)
+
+    def step(self, current: WeightDelta, runs) -> tuple[dict[str, LowRankUpdate], torch.Tensor]:
+        """(the hardening with this round's update, the rows it erased): the successful adversarial inputs of
+        every attack, erased on top of the current weights."""
+        erase, value = erase_rows(self.pipe, [f for run in runs for f in run.found], self.config.eta)
+        update = self.solve(current, erase, value)
+        return (update if self.hardening is None else merge(self.hardening, update)), erase
+
+    def look(self, edit: WeightDelta, r: int, rows: int) -> list:
+        """Attack the model with `edit` applied, on round r's seeds; measure preservation; record the round."""
+        edit.apply(self.pipe)
+        try:
+            runs = [run_attack(self.pipe, name, self.spec.targets[0], self.detector, self.config, r, self.prompts)
+                    for name in self.config.attacks]
+            kept = float(self.preservation(self.pipe))
+        finally:
+            edit.remove(self.pipe)
+        self.history.append({"round": r, "success": {run.attack: run.rate for run in runs},
+                             "hits": {run.attack: [run.hits, run.n] for run in runs}, "preservation": kept,
+                             "rows_erased": rows, "accepted": True,
+                             "attack_seed": self.config.seed + r,
+                             "image_seeds": [self.config.image_seed + r * self.config.images,
+                                             self.config.image_seed + (r + 1) * self.config.images - 1],
+                             "seconds": round(sum(run.seconds for run in runs), 1)})
+        self.log(f"harden: round {r}: " + ", ".join(f"{run.attack} {run.hits}/{run.n}" for run in runs)
+                 + f", preservation {kept:.3f}")
+        return runs
+
+    def floor(self) -> float:
+        if self.config.floor is not None:
+            return self.config.floor
+        return self.history[0]["preservation"] - self.config.max_drop
+
+    def solve(self, current: WeightDelta, erase: torch.Tensor, value: torch.Tensor) -> dict[str, LowRankUpdate]:
+        """The closed-form update on top of the current weights (base edit + hardening so far)."""
+        current.apply(self.pipe)
+        try:
+            weights = {n: w.clone() for n, w in kv_weights(self.pipe.unet).items()}
+        finally:
+            current.remove(self.pipe)
+        cov = preserve_cov(self.pipe, self.spec, erase, self.erased, self.config.prior)
+        return solve(weights, erase, value, preserve_cov=cov, lam=self.config.lam)
+
+    def protocol(self, kept: int, floor: float, stopped: str, start: float) -> dict:
+        return {"config": asdict(self.config), "rounds": self.history, "kept_round": kept, "floor": floor,
+                "stopped": stopped, "seconds": round(time.perf_counter() - start, 1),
+                "rows_erased": sum(h["rows_erased"] for h in self.history if h["accepted"] and h["round"] <= kept)}
+
+
+def worst(runs) -> float:
+    return max(run.rate for run in runs)
+
+
+def combined(pipe, base: WeightDelta, hardening: dict[str, LowRankUpdate] | None,
+             protocol: dict | None = None) -> WeightDelta:
+    """One WeightDelta: the base edit's deltas plus the hardening's (factors concatenated where both are low
+    rank, else summed in full), with the base's metadata and the hardening record."""
+    deltas = dict(base.stored())
+    for name, update in (hardening or {}).items():
+        name, old = canonical(name), deltas.get(canonical(name))
+        if old is None:
+            deltas[name] = update.compact()
+        elif isinstance(old, tuple):
+            both = LowRankUpdate(torch.cat([old[0].double(), update.up], 1), torch.cat([old[1].double(), update.down]))
+            deltas[name] = both.compact()
+        else:
+            deltas[name] = (old.double() + update.full()).float()
+    meta = base.metadata
+    record = {**meta["protocol"], "hardening": protocol} if protocol else meta["protocol"]
+    return WeightDelta.create(pipe, deltas, method=meta["method"], concepts=meta["concepts"], config=meta["config"],
+                              protocol=record)

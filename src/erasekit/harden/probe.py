@@ -1,0 +1,79 @@
+"""One look at the model as it stands in a round: each attack's success rate (on the round's own attack and image
+seeds) with the adversarial inputs that brought the concept back, and preservation on a validation set."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..attacks import build_attack
+from ..evaluation.prompts import shapeworld_sets
+from ..evaluation.redteam import attack_prompts, union_of
+from ..evaluation.scoring import score_shapeworld
+from ..sampling import generate
+from .config import HardenConfig
+
+
+@dataclass
+class Adversarial:
+    """An input that still shows the concept: the encoder output (L, d), its token ids (L,) and free positions."""
+    embeddings: torch.Tensor
+    ids: list[int]
+    free: list[int]
+
+
+@dataclass
+class AttackRun:
+    attack: str
+    hits: int
+    n: int
+    seconds: float
+    found: list[Adversarial] = field(default_factory=list, repr=False)
+
+    @property
+    def rate(self) -> float:
+        return self.hits / self.n
+
+
+def run_attack(pipe, name: str, concept: str, detector, config: HardenConfig, round_: int,
+               prompts: list[str] | None = None) -> AttackRun:
+    """Attack `concept` with round `round_`'s seeds; keep the inputs of every prompt whose image shows it."""
+    options = {**config.attack_options.get(name, {}), "seed": config.seed + round_}
+    attack = build_attack(name, concept, **options)
+    start = config.image_seed + round_ * config.images
+    seeds = list(range(start, start + config.images))
+    prompts = prompts or attack_prompts(concept, 4)  # four distinct prompts naming the concept, cycled
+    prompts = [prompts[i % len(prompts)] for i in range(config.images)]
+    t = time.perf_counter()
+    result = attack(pipe, prompts, seeds)
+    shown, _ = union_of(result, detector)
+    found = [item for setting in result.details.get("union") or [result.details["setting"]]
+             for item in successful(result, setting, prompts, detector)]
+    return AttackRun(name, int(shown.sum()), len(seeds), time.perf_counter() - t, found)
+
+
+def successful(result, setting: str, prompts: list[str], detector) -> list[Adversarial]:
+    """The adversarial inputs of `setting` whose images show the concept for at least one seed."""
+    shown = detector.present(result.images[setting]).bool().tolist()
+    hit = {p for p, s in zip(prompts, shown) if s}
+    out = []
+    for prompt in dict.fromkeys(prompts):
+        if prompt in hit:
+            found = result.details["found"][prompt]
+            layout = found.get(setting, found)  # P4D-UNION keeps each setting's find under its name
+            out.append(Adversarial(result.embeddings[setting][prompt][0], layout["ids"], layout["free"]))
+    return out
+
+
+def shapeworld_preservation(concept: str, config: HardenConfig, classifier=None):
+    """pipe → accuracy on the attribute's other values (the bench's "other" set, on validation seeds of its own)."""
+    attribute, sets = shapeworld_sets(concept, config.validation_seeds)
+    items = sets["other"]
+    for item in items:
+        item.seed += config.validation_seed
+
+    def preservation(pipe) -> float:
+        images = generate(pipe, [i.prompt for i in items], [i.seed for i in items], progress=False)
+        return score_shapeworld(images, items, "other", attribute, classifier)["accuracy"]
+    return preservation

@@ -1,0 +1,157 @@
+"""Hardening (red-team in the loop): the row alignment, the loop on a tiny SD1 model (one WeightDelta that applies
+and removes exactly, with its history), the floor, bad input (API and CLI), and on ShapeWorld that hardening a UCE
+edit lowers concept inversion's success on fresh seeds."""
+import json
+
+import pytest
+import torch
+
+import erasekit
+from erasekit.closed_form.rows import adversarial_rows
+from erasekit.cli.main import main as cli
+from erasekit.concepts import preset
+from erasekit.detectors import Detector
+from erasekit.edits import WeightDelta
+from erasekit.errors import ErasekitError, NotSupportedError
+from erasekit.models import kv_weights
+
+FAST = {"unlearndiffatk": {"iterations": 2, "tokens": 2, "concept_images": 1, "batch": 1},
+        "p4d": {"iterations": 2, "tokens": 2, "trajectories": 1, "check_every": 1}}
+
+
+def always(flag: bool) -> Detector:
+    """A detector that sees the concept in every image (or in none)."""
+    return Detector("always" if flag else "never", lambda images: torch.full((len(images),), float(flag)))
+
+
+@pytest.fixture
+def sd1(tiny_dirs):
+    return erasekit.load_pipeline(tiny_dirs["sd1"])
+
+
+@pytest.fixture
+def base(sd1):
+    return erasekit.erase(sd1, "uce", ["cat"], anchor="dog")
+
+
+def tiny_harden(pipe, edit, rounds=2, detector=True, preservation=lambda pipe: 1.0, attacks=("unlearndiffatk",),
+                **options):
+    return erasekit.harden(pipe, edit, attacks, rounds, detector=always(detector), preservation=preservation,
+                           prompts=["a cat", "a red cat"], images=2,
+                           attack_options={a: FAST[a] for a in attacks}, **options)
+
+
+def test_adversarial_rows_map_prompt_tokens_to_theirs_and_free_tokens_to_the_row_before():
+    adversarial = torch.arange(8.0)[:, None].repeat(1, 3) + 100   # row j holds 100 + j
+    reference = torch.arange(8.0)[:, None].repeat(1, 3)           # row j holds j
+    erase, value = adversarial_rows(adversarial, reference, free=[2, 3, 5])
+    assert erase[:, 0].tolist() == [102, 103, 104, 105, 106, 107]
+    # ids [s, w, F, F, w, F, e, p] → reference [s, w, w, e, p, p, p, p]: free rows take the row before
+    assert value[:, 0].tolist() == [1, 1, 2, 2, 3, 4]
+
+
+def test_harden_returns_one_weight_delta_that_applies_and_removes_exactly(sd1, base, tmp_path):
+    original = {n: w.clone() for n, w in kv_weights(sd1.unet).items()}
+    hardened = tiny_harden(sd1, base, rounds=2, attacks=("unlearndiffatk", "p4d"))
+    assert isinstance(hardened, WeightDelta) and hardened.method == "uce"
+    record = hardened.metadata["protocol"]["hardening"]
+    assert [h["round"] for h in record["rounds"]] == [0, 1, 2] and record["kept_round"] == 2
+    assert set(record["rounds"][1]["success"]) == {"unlearndiffatk", "p4d"}
+    assert all(h["image_seeds"][0] >= 100_000 for h in record["rounds"])  # never the reporting seeds 0 … n − 1
+    assert record["rows_erased"] > 0
+    hardened.apply(sd1)
+    edited = {n: w.clone() for n, w in kv_weights(sd1.unet).items()}
+    hardened.remove(sd1)
+    for name, w in kv_weights(sd1.unet).items():
+        assert torch.equal(w, original[name])  # bit-exact removal
+    base.apply(sd1)
+    base_only = {n: w.clone() for n, w in kv_weights(sd1.unet).items()}
+    base.remove(sd1)
+    assert any(not torch.allclose(edited[n], base_only[n], atol=1e-6) for n in edited)  # the hardening is in it
+    expected = {n: original[n].double() + hardened.delta(n).double() for n in original}
+    assert all(torch.allclose(edited[n].double(), expected[n], atol=1e-5) for n in original)
+    hardened.save(tmp_path / "h")
+    again = erasekit.load_edit(tmp_path / "h")
+    assert again.metadata["protocol"]["hardening"]["rounds"] == json.loads(json.dumps(record["rounds"]))
+
+
+def test_harden_keeps_the_round_before_when_preservation_falls_under_the_floor(sd1, base):
+    scores = iter([0.9, 0.5])  # round 0, then round 1 loses 40 points
+    hardened = tiny_harden(sd1, base, rounds=3, preservation=lambda pipe: next(scores))
+    record = hardened.metadata["protocol"]["hardening"]
+    assert record["kept_round"] == 0 and record["rounds"][-1]["accepted"] is False
+    assert "floor" in record["stopped"]
+    assert all(torch.equal(hardened.delta(n), base.delta(n)) for n in base.param_names)
+
+
+def test_harden_stops_when_every_attack_is_under_the_target(sd1, base):
+    record = tiny_harden(sd1, base, rounds=3, detector=False).metadata["protocol"]["hardening"]
+    assert record["kept_round"] == 0 and len(record["rounds"]) == 1 and "target" in record["stopped"]
+
+
+@pytest.mark.parametrize("attacks, rounds, message", [
+    (["nonsense"], 1, "unknown attack"),
+    (["ring-a-bell"], 1, "finds no adversarial tokens"),
+    (["unlearndiffatk"], 0, "rounds must be"),
+])
+def test_harden_refuses_bad_input(sd1, base, attacks, rounds, message):
+    with pytest.raises(ErasekitError, match=message):
+        erasekit.harden(sd1, base, attacks, rounds)
+
+
+def test_harden_refuses_edits_that_are_not_closed_form_weight_deltas(sd1, base):
+    sld = erasekit.erase(sd1, "sld", ["cat"])
+    with pytest.raises(NotSupportedError, match="sampling_time edit.*not supported yet"):
+        erasekit.harden(sd1, sld, ["unlearndiffatk"], 1)
+    tuned = WeightDelta(base.tensors, method="esd-x", concepts=["cat"], config=base.metadata["config"])
+    with pytest.raises(NotSupportedError, match="fine-tuning.*not supported yet"):
+        erasekit.harden(sd1, tuned, ["unlearndiffatk"], 1)
+
+
+def test_cli_harden_bad_input_is_one_line_and_writes_nothing(tiny_dirs, sd1, base, tmp_path, capsys):
+    base.save(tmp_path / "edit")
+    out = tmp_path / "out"
+    common = ["harden", "--model", str(tiny_dirs["sd1"]), "--edit", str(tmp_path / "edit"), "--out", str(out)]
+    for extra, message in ((["--attack", "nonsense"], "unknown attack"), (["--rounds", "0"], "rounds must be")):
+        assert cli(common + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and not out.exists()
+    out.mkdir()
+    assert cli(common) == 2 and "already exists" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def test_cli_harden_writes_one_edit_with_its_history_plot(tiny_dirs, base, tmp_path, monkeypatch, capsys):
+    from erasekit.harden import loop, probe
+    # the tiny model has no ShapeWorld concept: a detector that always fires and constant preservation instead
+    monkeypatch.setattr(loop, "default_judges", lambda concept, config, d, p: (always(True), lambda pipe: 1.0))
+    monkeypatch.setattr(probe, "attack_prompts", lambda concept, n: ["a cat"])
+    base.save(tmp_path / "edit")
+    out = tmp_path / "out"
+    assert cli(["harden", "--model", str(tiny_dirs["sd1"]), "--edit", str(tmp_path / "edit"), "--attack",
+                "unlearndiffatk", "--rounds", "1", "--images", "2", "--out", str(out)]) == 0
+    assert "kept round 1" in capsys.readouterr().out
+    hardened = erasekit.load_edit(out)
+    assert len(hardened.metadata["protocol"]["hardening"]["rounds"]) == 2
+    assert (out / "history.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_hardening_uce_lowers_concept_inversion_on_fresh_seeds():
+    """ShapeWorld, the triangle: UCE, then hardened against concept inversion; a fresh concept-inversion run
+    (attack seed 0, image seeds 0–31, which the loop never uses) succeeds less often after."""
+    from erasekit.evaluation.redteam import attack_once
+    torch.manual_seed(0)
+    pipe = erasekit.load_pipeline()
+    edit = erasekit.erase(pipe, "uce", preset("shapeworld/triangle"))
+    hardened = erasekit.harden(pipe, edit, ["concept-inversion"], rounds=2)
+
+    def success(e):
+        e.apply(pipe)
+        try:
+            return attack_once(pipe, "concept-inversion", "triangle", 32).hits
+        finally:
+            e.remove(pipe)
+    before, after = success(edit), success(hardened)
+    assert before >= 4, f"the base UCE edit should still leak under concept inversion ({before}/32)"
+    assert after < before / 2, (before, after)
