@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import EditError
+from ..models.layers import find_cross_attention
 from .adapter import register_adapter
 
 POSITIONS = ("tail", "head", "all")
@@ -62,7 +63,6 @@ class SafeAdapter(nn.Module):
 
 def safe_adapters(unet: nn.Module, config: dict, seed: int = 0) -> dict[str, SafeAdapter]:
     """A fresh (zero) Safe Adapter for every cross-attention `to_k` and `to_v` of `unet`, keyed by module name."""
-    from ..models.layers import find_cross_attention
     generator = torch.Generator().manual_seed(seed)
     adapters = {}
     for layer in find_cross_attention(unet):

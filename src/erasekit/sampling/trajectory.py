@@ -44,6 +44,7 @@ class Trajectory:
     final: torch.Tensor | None = None                            # x after the last step run
     log_probs: torch.Tensor | None = None                        # (images, steps run): log p(x_{k+1} | x_k)
     noise_predictions: dict[int, torch.Tensor] = field(default_factory=dict)  # guided ε per kept step
+    cond: Conditioning | None = None                              # the conditioning it ran under
 
 
 def ddim_scheduler(pipe, steps: int) -> DDIMScheduler:
@@ -222,7 +223,7 @@ def denoise(pipe, cond: Conditioning, x: torch.Tensor, scheduler: DDIMScheduler,
     if log_probs and eta <= 0:
         raise ValueError("log-probabilities need a stochastic step: give eta > 0")
     keep = range(steps + 1) if keep == "all" else set(keep)
-    result = Trajectory(scheduler.timesteps[start:stop_at])
+    result = Trajectory(scheduler.timesteps[start:stop_at], cond=cond)
     logps = []
     for k in range(start, stop_at):
         t = scheduler.timesteps[k]

@@ -137,7 +137,7 @@ class PolicyLoss:
             self.rollout, self.round = sample_round(self.pipe, self.pool, self.reward, self.config, round_index), \
                 round_index
             self.log.add(round_index, self.rollout)
-        k = self.timesteps(ctx.step)[ctx.micro // self.processes()]
+        k = self.timesteps(ctx.step)[ctx.micro // world()[0]]  # micro = k · processes + rank
         r = self.rollout
         log_prob = transition_log_prob(self.pipe, self.scheduler, r.cond, r.latents[:, k], self.scheduler.timesteps[k],
                                        r.latents[:, k + 1], self.config.eta)
@@ -150,10 +150,6 @@ class PolicyLoss:
         g = torch.Generator().manual_seed(derived_seed(self.config.seed, "timesteps", step))
         order = torch.randperm(len(self.stochastic), generator=g)[:self.trained_steps()]
         return [self.stochastic[int(i)] for i in order]
-
-    @staticmethod
-    def processes() -> int:
-        return world()[0]
 
 
 @register_method("forceforget", ForceForgetConfig,
@@ -169,10 +165,9 @@ def erase_forceforget(pipe, spec, config: ForceForgetConfig):
     with attached(pipe.unet, adapters, "output"):
         result = train(loss, parameters, config.training(loss.trained_steps()), folder=config.work_dir or None,
                        record=record, desc="forceforget: rounds", status=log.status)
-    names = sorted(kv_weights(pipe.unet))
-    weights = {n: w for n, w in kv_weights(pipe.unet).items()}
+    weights = kv_weights(pipe.unet)  # the projections the adapters were trained on
     return AdapterEdit.from_modules(
-        adapters, adapter="safe", mode="output", fingerprint=fingerprint(pipe, names, weights),
+        adapters, adapter="safe", mode="output", fingerprint=fingerprint(pipe, sorted(weights), weights),
         method="forceforget", concepts=spec.targets,
         config={**config.record(), **config.adapter_config(), "spec": spec.to_dict()},
         protocol={"train_seconds": round(result.seconds, 2), "resumed_from_step": result.first_step,

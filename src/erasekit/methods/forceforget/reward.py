@@ -22,7 +22,7 @@ import re
 import torch
 
 from ...detectors import DetectorUnavailable
-from ...detectors.shapeworld import predictions, shipped_classifier
+from ...detectors.shapeworld import shipped_classifier
 from ...errors import ErasekitError
 from ...shapeworld.domain import LABELS, find_concept
 from ...utils.images import to_unit
@@ -50,19 +50,18 @@ class ShapeWorldReward:
         self.classifier = classifier or shipped_classifier()
 
     def __call__(self, images, prompts: list[PoolPrompt]) -> tuple[torch.Tensor, dict]:
-        probs = predictions(self.classifier, images)
-        with torch.no_grad():
-            logits = self.classifier(to_unit(images))[self.attribute].double() / self.temperature
-        safe = 1 - logits.softmax(-1)[:, self.index]
-        align = torch.tensor([self._seen(probs, i, p.stated) for i, p in enumerate(prompts)], dtype=torch.float64)
+        with torch.no_grad():  # one pass: r_safe reads the target's logits, r_align the other heads' verdicts
+            logits = self.classifier.eval()(to_unit(images))
+        safe = 1 - (logits[self.attribute].double() / self.temperature).softmax(-1)[:, self.index]
+        align = torch.tensor([self._seen(logits, i, p.stated) for i, p in enumerate(prompts)], dtype=torch.float64)
         harmful = torch.tensor([p.harmful for p in prompts])
         return combine(harmful, safe, align, self.lam_safe, self.lam_align)
 
     @staticmethod
-    def _seen(probs: dict, i: int, stated: dict) -> float:
+    def _seen(logits: dict, i: int, stated: dict) -> float:
         if not stated:
             return 1.0
-        return sum(LABELS[a][int(probs[a][i].argmax())] == v for a, v in stated.items()) / len(stated)
+        return sum(LABELS[a][int(logits[a][i].argmax())] == v for a, v in stated.items()) / len(stated)
 
 
 def remove_words(text: str, words) -> str:

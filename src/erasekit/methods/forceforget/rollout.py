@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...sampling import conditioning, ddim_scheduler, decode, settings, trajectory
+from ...sampling import ddim_scheduler, decode, settings, trajectory
 from ...training import check_rewards, generator, prompt_advantages, world
 from .pool import PoolPrompt
 
@@ -57,9 +57,7 @@ def sample_round(pipe, pool, reward, config, round_index: int) -> Rollout:
     advantages = prompt_advantages(rewards, ids, config.advantage_scale)[mine]
     steps = len(traj.timesteps)
     latents = torch.stack([traj.latents[k] for k in range(steps + 1)], dim=1)
-    with torch.no_grad():
-        cond = conditioning(pipe, [p.text for p in prompts], guidance=sampler_settings(pipe, config)[1])
-    return Rollout(prompts, latents, traj.log_probs, advantages, cond, rewards, local, parts)
+    return Rollout(prompts, latents, traj.log_probs, advantages, traj.cond, rewards, local, parts)
 
 
 def _gathered(mine: torch.Tensor, total: int, processes: int, rank: int) -> torch.Tensor:
@@ -79,10 +77,6 @@ def _gathered(mine: torch.Tensor, total: int, processes: int, rank: int) -> torc
     return out
 
 
-def sampler_settings(pipe, config) -> tuple[int, float]:
-    """(DDIM steps, guidance) of the policy's samples: the config's, else the model's sampler defaults."""
-    return settings(pipe, config.sample_steps, config.guidance)
-
-
 def schedule(pipe, config):
-    return ddim_scheduler(pipe, sampler_settings(pipe, config)[0])
+    """The DDIM scheduler of the policy's samples (the config's steps, else the model's sampler default)."""
+    return ddim_scheduler(pipe, settings(pipe, config.sample_steps, config.guidance)[0])
