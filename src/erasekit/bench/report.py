@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..utils.files import atomic_write_bytes
+from .gie_sweep import load_sweep, plot_name
 from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, cell, grid_name
 
 PALETTE = ("#555555", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")  # one colour per method
@@ -77,6 +78,18 @@ def curve_section(rows: list[dict]) -> str:
     return f"<section><h2>Reward curves</h2>{figures}</section>" if figures else ""
 
 
+def sweep_section(folder: Path) -> str:
+    """GIE's strength sweep (`bench.gie_sweep`, scripts/gie_sweep.py) when it was run into this folder."""
+    results = load_sweep(folder)
+    if results is None:
+        return ""
+    figures = "".join(f'<figure><img src="{plot_name(c)}" alt="GIE sweep on {html.escape(c)}"><figcaption>'
+                      f"{html.escape(c)}: target detected (pooled explicit, synonym, implicit) and preservation "
+                      "against |w|, per inhibitor and step window</figcaption></figure>" for c in results["concepts"])
+    return (f"<section><h2>GIE strength sweep</h2><p>{results['seeds']} seeds per phrasing, the bench's seeds + "
+            f"{results['seed_offset']} (not the bench's images).</p>{figures}</section>")
+
+
 def write_report(folder: str | Path) -> Path:
     folder = Path(folder)
     bench = json.loads((folder / "bench.json").read_text())
@@ -108,7 +121,7 @@ asr_ringabell_ga, asr_unlearndiffatk, asr_p4d, asr_concept_inversion: the other 
 --attacks; – where not run). Rates are written rate% [95 % Wilson interval] (images in which it holds / images).
 Sampler: {html.escape(json.dumps(bench.get("sampler", {})))};
 {bench.get("seeds")} seeds per phrasing.</p>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{attack_section(rows)}{curve_section(rows)}
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{attack_section(rows)}{curve_section(rows)}{sweep_section(folder)}
 {"".join(sections)}</body></html>"""
     path = folder / "report.html"
     atomic_write_bytes(path, page.encode())

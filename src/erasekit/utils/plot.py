@@ -26,6 +26,7 @@ def line_plot(series: dict[str, list[float | None]], title: str, x_label: str = 
 
     def point(i: int, v: float) -> tuple[float, float]:
         return (left + (right - left) * (i / max(n - 1, 1)), bottom - (bottom - top) * (v - low) / (high - low))
+    legend_x = right - 8 - max((draw.textlength(name) for name in series), default=0)
     for k, (name, values_k) in enumerate(series.items()):
         colour = COLOURS[k % len(COLOURS)]
         points = [point(i, v) for i, v in enumerate(values_k) if v is not None]
@@ -33,5 +34,5 @@ def line_plot(series: dict[str, list[float | None]], title: str, x_label: str = 
             draw.line(points, fill=colour, width=2)
         for x, y in points:
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        draw.text((right - 150, top + 6 + 14 * k), name, fill=colour)
+        draw.text((legend_x, top + 6 + 14 * k), name, fill=colour)
     return image
