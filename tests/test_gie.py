@@ -6,8 +6,7 @@ import erasekit
 from erasekit.concepts import ConceptError
 from erasekit.edits import active_session
 from erasekit.sampling import generate
-from erasekit.methods.gie import ScaleAdapter, splice
-from erasekit.methods.gie_adapter import save_adapter
+from erasekit.methods.gie import ScaleAdapter, save_adapter, splice
 
 PROMPTS, SEEDS = ["a photo of a cat", "a red dog"], [3, 4]
 

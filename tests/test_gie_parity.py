@@ -11,9 +11,9 @@ from erasekit.concepts import resolve
 from erasekit.detectors import Detector
 from erasekit.edits import active_session
 from erasekit.methods import gie
-from erasekit.methods.gie_adapter import AdapterTraining, fit, load_adapter, save_adapter, smallest_strengths
-from erasekit.methods.gie_parity import active_steps, joint_contexts
-from erasekit.methods.gie_scale import WEIGHTS, ScaleAdapter
+from erasekit.methods.gie.adapter_training import AdapterTraining, fit, smallest_strengths
+from erasekit.methods.gie.parity import active_steps, joint_contexts
+from erasekit.methods.gie.scale import WEIGHTS, ScaleAdapter, load_adapter, save_adapter
 from erasekit.methods.registry import make_config
 
 PROMPT, TARGET = "a photo of a cat", "red nude"

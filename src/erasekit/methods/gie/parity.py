@@ -24,7 +24,7 @@ has T + 1 entries). erasekit: s < fraction · T, i.e. ceil(fraction · T) steps.
 divides T; otherwise the authors' self-attention window is one step shorter (T = 7: 2 steps, erasekit 3). For the
 cross window at 0.8 the two rules agree for every T.
 
-The scale adapter's kind (`gie_scale.ScaleAdapter`, `AdapterTraining.kind`, `erasekit gie-adapter --kind`) is the
+The scale adapter's kind (`scale.ScaleAdapter`, `AdapterTraining.kind`, `erasekit gie-adapter --kind`) is the
 third difference; it travels with the adapter file, since an adapter is only valid with the features it was fit on.
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ import math
 
 import torch
 
-from ..concepts import ConceptError
-from ..models import encode
+from ...concepts import ConceptError
+from ...models import encode
 
 
 def active_steps(fraction: float, total: int, cross: bool, authors: bool) -> int:
