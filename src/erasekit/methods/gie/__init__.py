@@ -5,13 +5,14 @@ Branch 0 runs the plain prompt P; branch 1 runs P'. In branch 1's cross-attentio
 P tokens keep branch 0's attention map and each E token i adds w_i · M*_i · V(c*_i), M* = softmax(Q K(c*)ᵀ/√d);
 w < 0 inhibits the concept. For the first 40 % of steps branch 1's low-resolution self-attention maps are branch 0's.
 
-Parity mode runs both branches in one batch: prompt embeddings [P, P'] with equal seeds, so classifier-free
-guidance gives [∅, ∅, P, P'] and the processors pair each P' row with its P row. Copying branch 0's map for the P
-tokens makes branch 1's P part equal branch 0's output, so branch 1 = branch 0 + Σ_i w_i M*_i V(c*_i).
-Fast mode (this project's design) drops branch 0: the P part is the row's own attention over Enc(P), so no second
-branch runs and the cost is one extra K/V projection of Enc(E) per layer. Fast mode is a pure processor edit and
-works in any standard pipeline call (text-to-image, image-to-image, SDXL); parity mode needs the two-branch batch,
-which erasekit's sampler builds while the edit is applied (a plain `pipe(...)` call runs it as fast mode).
+Parity mode runs both branches in every UNet call: a UNet hook appends a branch-0 row (the original context) for
+each row that carries the prompt and gives that row branch 1's context, P' up to the order of its rows, made from
+the context alone (`splice`); the processors pair each branch-1 row with its branch-0 row (`session`). Copying
+branch 0's map for the P tokens makes branch 1's P part equal branch 0's output, so branch 1 = branch 0 +
+Σ_i w_i M*_i V(c*_i). Branch 0 is evaluated on branch 1's latents (one extra row per image, no second trajectory).
+Fast mode (this project's design) drops branch 0: the P part is the row's own attention over Enc(P), so the cost
+is one extra K/V projection of Enc(E) per layer. Both modes work in any plain pipeline call: text-to-image,
+image-to-image, SDXL, prompt embeddings from attacks.
 
 w is either fixed (EIUP v1; `strength`) or predicted per image and E token by the scale adapter from the token's
 mean attention in each cross-attention layer at the first step (one extra UNet pass; see `adapter_training`).

@@ -14,9 +14,11 @@ reads P's position j. Branch 1's context and branch 0's copied map are both read
 "Dropped", as read here: no position of P' reads P's columns n+2 … n+m+1 (the m padding positions right after P's
 EoT; the later padding keeps its own index, so it is not the trailing m that go). Branch 1 simply loses branch 0's
 attention mass on those columns: the kept columns carry branch 0's probabilities unchanged and are not
-renormalised (they sum to less than 1). erasekit's default instead splices Enc(P)'s rows shifted by m after E, and
-its P part is branch 0's output itself (the whole map, nothing dropped). Fast mode has no P' and no branch 0, so
-the option needs parity mode; a plain `pipe(...)` call, which runs as fast mode, does not see it.
+renormalised (they sum to less than 1). erasekit's default instead splices Enc(P)'s rows shifted by m after E (in
+the UNet hook: Enc(P) with its last m rows replaced by E's, the same rows in another order), and its P part is
+branch 0's output itself (the whole map, nothing dropped). Fast mode has no P' and no branch 0, so the option needs
+parity mode. It needs the prompt's text too: the session reads it back from the token ids that the pipeline's text
+encoder saw (`session.PromptRecorder`); a call given prompt embeddings instead is refused.
 
 `GIEConfig.parity_schedule`. The authors count window lengths with int(): branch 0's self-attention maps for steps
 s < int(self_fraction · T), the cross-attention copy for s < int(cross_fraction · (T + 1)) (their per-step table

@@ -1,4 +1,11 @@
-"""GIE's splicing: the erase target E's encoding and the spliced prompt P' (E's words before P's EoT)."""
+"""GIE's splicing: the erase target E's encoding and branch 1's context P' (E's words before P's EoT).
+
+Cross-attention has no positional encoding: its output does not depend on the order of the context rows. The
+paper's P' (P's SoT and words, E's n words from Enc(E), then P's EoT and padding shifted by n, the last n rows
+dropped) holds the same rows as Enc(P) with its LAST n rows replaced by E's n word rows. So branch 1's context is
+made from the context alone (`tail_splice`), without the prompt's text: it works for SD1/SD2/SDXL, image-to-image
+and prompt embeddings from attacks alike. `splice` builds P' from the text, in the paper's order (the reference the
+tail form is tested against)."""
 from __future__ import annotations
 
 import torch
@@ -23,10 +30,7 @@ def splice_many(pipe, prompts: list[str], target: str, plain=None):
     rows, positions = [], []
     for prompt, c0, eot in zip(prompts, plain.embeddings, plain.eot_index.tolist()):
         n_prompt = int(eot) - 1
-        room = length - 2 - n_prompt
-        if n_target > room:
-            raise ConceptError(f"erase target {target!r} needs {n_target} tokens but only {max(room, 0)} fit "
-                               f"after the prompt {prompt!r} (limit {length})")
+        check_fit(prompt, n_prompt, target, n_target, length)
         rows.append(torch.cat([c0[:n_prompt + 1], c_star[1:n_target + 1], c0[n_prompt + 1:length - n_target]]))
         positions.append(list(range(n_prompt + 1, n_prompt + 1 + n_target)))
     return torch.stack(rows), c_star, positions
@@ -39,3 +43,23 @@ def encode_target(pipe, target: str) -> tuple[torch.Tensor, int]:
     if n == 0:
         raise ConceptError(f"erase target {target!r} tokenises to nothing")
     return star.embeddings[0], n
+
+
+def check_fit(prompt: str, n_prompt: int, target: str, n_target: int, length: int) -> None:
+    """Refuse a prompt of `n_prompt` words after which E's `n_target` words do not fit before the length limit."""
+    room = length - 2 - n_prompt
+    if n_target > room:
+        raise ConceptError(f"erase target {target!r} needs {n_target} tokens but only {max(room, 0)} fit "
+                           f"after the prompt {prompt!r} (limit {length})")
+
+
+def tail_splice(context: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """Branch 1's context: `context` (rows, L, d) with its last n rows replaced by E's n word rows `words` (n, d);
+    P' up to the order of its rows (see the module's docstring)."""
+    words = words.to(context)[None].expand(context.shape[0], -1, -1)
+    return torch.cat([context[:, :context.shape[1] - words.shape[1]], words], dim=1)
+
+
+def tail_mask(mask: torch.Tensor, n: int) -> torch.Tensor:
+    """The cross-attention mask (rows, L) of `tail_splice`'s context: E's n rows are attended."""
+    return torch.cat([mask[:, :mask.shape[1] - n], torch.ones_like(mask[:, :n])], dim=1)
