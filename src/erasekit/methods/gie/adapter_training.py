@@ -82,7 +82,7 @@ def smallest_strengths(pipe, spec, prompts: list[str], detector: Detector, cfg: 
 
 def _generate(pipe, chunk, cfg):
     return generate(pipe, [p for p, _ in chunk], [s for _, s in chunk], steps=cfg.steps, progress=False,
-                    batch_size=2 * len(chunk))
+                    batch_size=len(chunk))
 
 
 def fit(features: torch.Tensor, labels: torch.Tensor, cfg: AdapterTraining) -> tuple[ScaleAdapter, float]:
