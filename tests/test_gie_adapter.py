@@ -8,7 +8,8 @@ import erasekit
 from erasekit.cli.main import main
 from erasekit.concepts import resolve
 from erasekit.detectors import Detector
-from erasekit.methods.gie_adapter import AdapterTraining, fit, load_adapter, save_adapter, train_adapter
+from erasekit.methods.gie import load_adapter, save_adapter
+from erasekit.methods.gie.adapter_training import AdapterTraining, fit, train_adapter
 
 
 @pytest.fixture(scope="module")

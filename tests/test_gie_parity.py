@@ -11,9 +11,9 @@ from erasekit.concepts import resolve
 from erasekit.detectors import Detector
 from erasekit.edits import active_session
 from erasekit.methods import gie
-from erasekit.methods.gie_adapter import AdapterTraining, fit, load_adapter, save_adapter, smallest_strengths
-from erasekit.methods.gie_parity import active_steps, joint_contexts
-from erasekit.methods.gie_scale import WEIGHTS, ScaleAdapter
+from erasekit.methods.gie.adapter_training import AdapterTraining, fit, smallest_strengths
+from erasekit.methods.gie.parity import active_steps, joint_contexts
+from erasekit.methods.gie.scale import WEIGHTS, ScaleAdapter, load_adapter, save_adapter
 from erasekit.methods.registry import make_config
 
 PROMPT, TARGET = "a photo of a cat", "red nude"
@@ -69,13 +69,13 @@ def test_authors_rows_copy_branch_0s_map_less_the_padding_after_its_eot(sd1):
         generate(sd1, erasekit.erase(sd1, "gie", [TARGET], strength=-3.0, parity_rows=True), steps=1)
     finally:
         handle.remove()
-    x, context, out = calls[0]  # batch [uncond, uncond, P (branch 0), P' (branch 1)]
+    x, context, out = calls[0]  # batch [uncond, P' (branch 1), P (branch 0, appended by the hook)]
     heads = layer.heads
 
     def split(t):  # (tokens, inner) → (heads, tokens, head_dim)
         return t.view(t.shape[0], heads, -1).transpose(0, 1)
     with torch.no_grad():
-        q0, q1, k0 = split(layer.to_q(x[2])), split(layer.to_q(x[3])), split(layer.to_k(context[2]))
+        q0, q1, k0 = split(layer.to_q(x[2])), split(layer.to_q(x[1])), split(layer.to_k(context[2]))
         m0 = (q0 @ k0.transpose(-1, -2) * layer.scale).softmax(-1)
         keep = torch.ones(length)
         keep[n + 2:n + 2 + m] = 0
@@ -85,7 +85,7 @@ def test_authors_rows_copy_branch_0s_map_less_the_padding_after_its_eot(sd1):
                   * layer.scale).softmax(-1)[..., 1:m + 1]
         mixed = (m0 * keep) @ split(layer.to_v(joint)) - 3.0 * m_star @ split(layer.to_v(star))
         expected = layer.to_out[0](mixed.transpose(0, 1).reshape(x.shape[1], -1))
-    torch.testing.assert_close(out[3], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out[1], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_authors_rows_need_parity_mode_and_reach_the_cli(sd1):

@@ -19,8 +19,8 @@ erase the bare concept as a new user would call it (no anchor, nothing preserved
 (the README's main job, ≤ 20 min on 2 cores; no attack columns but Ring-A-Bell's), "full" (also GIE's fast mode
 and SLD's medium preset) and "attacks" (the original, uce, rece, trce-1, esd-x, abo, sld-max, gie with every
 attack column, which the CLI turns on for it: about 50 min on 2 cores, estimated from the attacks' seconds).
-GIE's parity mode needs the prompt text to splice the erase target into, so its Ring-A-Bell (an embedding attack)
-and image-to-image rows run one branch, as the fast mode does.
+GIE's parity mode runs both branches in every row, Ring-A-Bell (an embedding attack) and image-to-image included:
+its UNet hook splices the erase target into the context itself, without the prompt's text.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`erasekit gie-adapter`: train GIE's scale adapter for a concept on a model (see methods/gie_adapter)."""
+"""`erasekit gie-adapter`: train GIE's scale adapter for a concept on a model (see methods/gie/adapter_training.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,7 +58,8 @@ def run(args) -> int:
     from ..models import load_pipeline
     from ..concepts import resolve
     from ..detectors import for_concept
-    from ..methods.gie_adapter import AdapterTraining, save_adapter, shapeworld_prompts, train_adapter
+    from ..methods.gie import save_adapter
+    from ..methods.gie.adapter_training import AdapterTraining, shapeworld_prompts, train_adapter
     if Path(args.out).exists() and not args.overwrite:
         raise ErasekitError(f"{args.out} already exists; choose another folder or pass --overwrite")
     grid = _numbers(args.grid, float, "--grid")

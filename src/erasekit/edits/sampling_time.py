@@ -5,8 +5,8 @@ A method registers a `SamplingSession` subclass by name (`register_session`); th
 and any tensors (e.g. a small adapter). `apply` starts a session on the pipeline's UNet: it installs the session's
 processor on each selected attention module and its UNet hooks, remembering what it replaced; `remove` restores all
 of it. The session is kept in the UNet's edit state, so every pipeline built from the same components sees it. A
-session may also offer its own `generate` (a method that needs a different batch layout, like GIE's two branches);
-the project's sampler routes to it while the edit is applied.
+method that needs more rows in the batch (SLD's safety concept, GIE's branch 0) adds them in its UNet pre-hook and
+drops them in its post-hook, so every plain pipeline call runs it.
 
 The registry is filled when the methods are imported, which `import erasekit` does; this layer never imports them."""
 from __future__ import annotations
@@ -44,7 +44,6 @@ class SamplingSession:
     """The live state of an applied sampling-time edit on one pipeline. Subclasses set `layers` and override
     `processor` (one per attention module) and/or `on_unet_call` / `on_unet_output`."""
     layers = "cross"
-    generate = None  # optional: (prompts, seeds, **sampler options) → images, used by erasekit's sampler
 
     def __init__(self, edit: "SamplingTimeEdit", pipe):
         self.edit, self.pipe, self.config = edit, pipe, edit.metadata["config"]

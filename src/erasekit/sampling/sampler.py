@@ -1,10 +1,9 @@
-"""The sampler: `generate` (routing to an applied edit's own sampler) and `sample` over any diffusers pipeline call."""
+"""The sampler: `generate` over any diffusers pipeline call (`sample` is the same function)."""
 from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
 
-from ..edits import active_session
 from ..errors import ErasekitError
 from ..models.text import check_prompts, encode, warn_truncated
 
@@ -40,18 +39,6 @@ def unconditional(pipe, negative_prompt: str | None = None, warn: bool = False
     return embeds, pooled
 
 
-def generate(pipe, prompts: list[str] | str | None, seeds: list[int], **options):
-    """One image per (prompt, seed) pair; a single prompt is repeated for every seed. Instead of prompts, one
-    embedding per seed can be given (`prompt_embeds`, shaped like `encode(...).embeddings`; for SDXL also
-    `pooled_prompt_embeds`). Options: steps, guidance, negative_prompt, batch_size, progress, and any keyword of
-    the pipeline's call. An applied sampling-time edit with its own batch layout (GIE parity) takes over.
-    Returns PIL images."""
-    session = active_session(pipe)
-    if session is not None and session.generate is not None:
-        return session.generate(prompts, seeds, **options)
-    return sample(pipe, prompts, seeds, **options)
-
-
 def check_steps(pipe, steps: int) -> int:
     """Denoising steps within what the scheduler can take (1 … its number of training timesteps)."""
     limit = pipe.scheduler.config.num_train_timesteps
@@ -72,18 +59,22 @@ def prompt_per_seed(prompts: list[str] | str, seeds: list[int]) -> list[str]:
 
 
 @torch.no_grad()
-def sample(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps: int | None = None,
-           guidance: float | None = None, negative_prompt: str | None = None, batch_size: int = 32,
-           progress: bool = True, prompt_embeds: torch.Tensor | None = None,
-           pooled_prompt_embeds: torch.Tensor | None = None, **pipe_kwargs):
-    """`generate` without routing to an applied edit's own sampler."""
+def generate(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps: int | None = None,
+             guidance: float | None = None, negative_prompt: str | None = None, batch_size: int = 32,
+             progress: bool = True, prompt_embeds: torch.Tensor | None = None,
+             pooled_prompt_embeds: torch.Tensor | None = None, **pipe_kwargs):
+    """One image per (prompt, seed) pair; a single prompt is repeated for every seed. Instead of prompts, one
+    embedding per seed can be given (`prompt_embeds`, shaped like `encode(...).embeddings`; for SDXL also
+    `pooled_prompt_embeds`). Options: steps, guidance, negative_prompt, batch_size, progress, and any keyword of
+    the pipeline's call. Applied edits act inside the pipeline call (sampling-time ones through their hooks).
+    Returns PIL images."""
     if prompt_embeds is None:
         prompts = prompt_per_seed(prompts, seeds)
     elif len(prompt_embeds) != len(seeds):
         raise ValueError(f"{len(prompt_embeds)} prompt embeddings but {len(seeds)} seeds")
     steps, guidance = settings(pipe, steps, guidance)
     if prompt_embeds is None:
-        warn_truncated(pipe.tokenizer, list(dict.fromkeys(prompts)), stacklevel=4)
+        warn_truncated(pipe.tokenizer, list(dict.fromkeys(prompts)), stacklevel=3)
     device = pipe.unet.device
     if prompt_embeds is not None:
         negative, negative_pooled = unconditional(pipe, negative_prompt, warn=True)
@@ -109,3 +100,6 @@ def sample(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps: in
         bar.update(len(generators))
     bar.close()
     return images
+
+
+sample = generate  # the former name of the same sampler

@@ -14,9 +14,11 @@ reads P's position j. Branch 1's context and branch 0's copied map are both read
 "Dropped", as read here: no position of P' reads P's columns n+2 … n+m+1 (the m padding positions right after P's
 EoT; the later padding keeps its own index, so it is not the trailing m that go). Branch 1 simply loses branch 0's
 attention mass on those columns: the kept columns carry branch 0's probabilities unchanged and are not
-renormalised (they sum to less than 1). erasekit's default instead splices Enc(P)'s rows shifted by m after E, and
-its P part is branch 0's output itself (the whole map, nothing dropped). Fast mode has no P' and no branch 0, so
-the option needs parity mode; a plain `pipe(...)` call, which runs as fast mode, does not see it.
+renormalised (they sum to less than 1). erasekit's default instead splices Enc(P)'s rows shifted by m after E (in
+the UNet hook: Enc(P) with its last m rows replaced by E's, the same rows in another order), and its P part is
+branch 0's output itself (the whole map, nothing dropped). Fast mode has no P' and no branch 0, so the option needs
+parity mode. It needs the prompt's text too: the session reads it back from the token ids that the pipeline's text
+encoder saw (`session.PromptRecorder`); a call given prompt embeddings instead is refused.
 
 `GIEConfig.parity_schedule`. The authors count window lengths with int(): branch 0's self-attention maps for steps
 s < int(self_fraction · T), the cross-attention copy for s < int(cross_fraction · (T + 1)) (their per-step table
@@ -24,7 +26,7 @@ has T + 1 entries). erasekit: s < fraction · T, i.e. ceil(fraction · T) steps.
 divides T; otherwise the authors' self-attention window is one step shorter (T = 7: 2 steps, erasekit 3). For the
 cross window at 0.8 the two rules agree for every T.
 
-The scale adapter's kind (`gie_scale.ScaleAdapter`, `AdapterTraining.kind`, `erasekit gie-adapter --kind`) is the
+The scale adapter's kind (`scale.ScaleAdapter`, `AdapterTraining.kind`, `erasekit gie-adapter --kind`) is the
 third difference; it travels with the adapter file, since an adapter is only valid with the features it was fit on.
 """
 from __future__ import annotations
@@ -33,8 +35,8 @@ import math
 
 import torch
 
-from ..concepts import ConceptError
-from ..models import encode
+from ...concepts import ConceptError
+from ...models import encode
 
 
 def active_steps(fraction: float, total: int, cross: bool, authors: bool) -> int:

@@ -1,11 +1,11 @@
-"""GIE's scale adapter: its training (the adapter and its files are `gie_scale`). The authors did not release
+"""GIE's scale adapter: its training (the adapter and its files are `scale`). The authors did not release
 weights; this follows their description.
 
 For each training prompt, generate with GIE at every strength of a grid (|w| = 0, 1, 2, 4, 8 by default) and keep
 the smallest |w| at which the evaluator no longer sees the concept in any of the prompt's images (prompts that never
 show it get 0; prompts it survives get the largest |w|). The features are the E tokens' mean attention per
 cross-attention layer at the first step (recorded in the |w| = 0 run, which equals the adapter's probe pass); an
-MLP regresses |w| on them. The authors' kind (`kind="authors"`, see `gie_scale`) records its features in one more
+MLP regresses |w| on them. The authors' kind (`kind="authors"`, see `scale`) records its features in one more
 run at w = +1, as its probe pass does, and regresses w = −|w| with its raw output.
 
     erasekit gie-adapter --concept shapeworld/triangle --out adapters/triangle          # ShapeWorld, its classifier
@@ -18,14 +18,14 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..detectors import Detector
-from ..edits import active_session
-from ..errors import ErasekitError
-from ..sampling import generate
-from ..shapeworld.prompts import concept_sets
-from ..training import TrainingConfig, train
-from .gie import GIEConfig, erase_gie
-from .gie_scale import ScaleAdapter, load_adapter, probe_strength, save_adapter  # noqa: F401  (re-exported)
+from ...detectors import Detector
+from ...edits import active_session
+from ...errors import ErasekitError
+from ...sampling import generate
+from ...shapeworld.prompts import concept_sets
+from ...training import TrainingConfig, train
+from . import GIEConfig, erase_gie
+from .scale import ScaleAdapter, probe_strength
 
 
 @dataclass
@@ -38,7 +38,7 @@ class AdapterTraining:
     lr: float = 3e-3
     seed: int = 0
     batch_size: int = 16
-    kind: str = "erasekit"                                 # the scale adapter's kind (gie_scale): or "authors"
+    kind: str = "erasekit"                                 # the scale adapter's kind (scale): or "authors"
 
 
 def smallest_strengths(pipe, spec, prompts: list[str], detector: Detector, cfg: AdapterTraining,
@@ -82,7 +82,7 @@ def smallest_strengths(pipe, spec, prompts: list[str], detector: Detector, cfg: 
 
 def _generate(pipe, chunk, cfg):
     return generate(pipe, [p for p, _ in chunk], [s for _, s in chunk], steps=cfg.steps, progress=False,
-                    batch_size=2 * len(chunk))
+                    batch_size=len(chunk))
 
 
 def fit(features: torch.Tensor, labels: torch.Tensor, cfg: AdapterTraining) -> tuple[ScaleAdapter, float]:

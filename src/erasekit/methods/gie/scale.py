@@ -1,5 +1,5 @@
 """GIE's scale adapter: the MLP that predicts w per erase-target token, and its files (shipped ones included).
-Training it is `gie_adapter`.
+Training it is `adapter_training`.
 
 Two kinds, kept in the file (safetensors metadata and the JSON card; files without it are "erasekit"):
 - "erasekit": features standardised with statistics stored beside the weights; the MLP's softplus is |w|, so
@@ -15,8 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..errors import ErasekitError
-from ..utils.files import atomic_dir
+from ...errors import ErasekitError
+from ...utils.files import atomic_dir
 
 WEIGHTS, CARD = "adapter.safetensors", "adapter.json"
 PROBE_STRENGTH = {"erasekit": 0.0, "authors": 1.0}  # kind → the w at which its features are recorded
@@ -26,7 +26,9 @@ def probe_strength(kind: str) -> float:
     if kind not in PROBE_STRENGTH:
         raise ErasekitError(f"unknown scale adapter kind {kind!r}; kinds: {', '.join(PROBE_STRENGTH)}")
     return PROBE_STRENGTH[kind]
-SHIPPED = Path(__file__).resolve().parents[1] / "shapeworld" / "weights" / "gie_adapters"
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "shapeworld" / "weights" / "gie_adapters"
 
 
 class ScaleAdapter(torch.nn.Module):

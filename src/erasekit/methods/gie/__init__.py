@@ -1,0 +1,71 @@
+"""EIUP / GIE — erasing implicit unsafe concepts with growth inhibitors (Chen et al., ICLR 2025), training-free.
+
+The erase target E is appended to the prompt (P' = P + E, E's tokens just before P's EoT, E encoded on its own).
+Branch 0 runs the plain prompt P; branch 1 runs P'. In branch 1's cross-attention, for the first 80 % of steps, the
+P tokens keep branch 0's attention map and each E token i adds w_i · M*_i · V(c*_i), M* = softmax(Q K(c*)ᵀ/√d);
+w < 0 inhibits the concept. For the first 40 % of steps branch 1's low-resolution self-attention maps are branch 0's.
+
+Parity mode runs both branches in every UNet call: a UNet hook appends a branch-0 row (the original context) for
+each row that carries the prompt and gives that row branch 1's context, P' up to the order of its rows, made from
+the context alone (`splice`); the processors pair each branch-1 row with its branch-0 row (`session`). Copying
+branch 0's map for the P tokens makes branch 1's P part equal branch 0's output, so branch 1 = branch 0 +
+Σ_i w_i M*_i V(c*_i). Branch 0 is evaluated on branch 1's latents (one extra row per image, no second trajectory).
+Fast mode (this project's design) drops branch 0: the P part is the row's own attention over Enc(P), so the cost
+is one extra K/V projection of Enc(E) per layer. Both modes work in any plain pipeline call: text-to-image,
+image-to-image, SDXL, prompt embeddings from attacks.
+
+w is either fixed (EIUP v1; `strength`) or predicted per image and E token by the scale adapter from the token's
+mean attention in each cross-attention layer at the first step (one extra UNet pass; see `adapter_training`).
+
+The official code differs in its prompt rows, its step windows and its scale adapter; each is an option
+(`parity_rows`, `parity_schedule`, the adapter's kind), described with the reasons in `parity`.
+
+    edit = erasekit.erase(pipe, "gie", ["nude"], strength=-1.0)
+    edit.apply(pipe); images = erasekit.generate(pipe, ["a photo of a person on the beach"], seeds=[0])
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ...edits import SamplingTimeEdit
+from ...errors import ErasekitError
+from ...models.fingerprint import fingerprint
+from ..registry import register_method
+from .parity import active_steps, joint_contexts, read_through
+from .processor import GIEAttention
+from .scale import ScaleAdapter, load_adapter, save_adapter, shipped_adapter
+from .session import GIESession
+from .splice import encode_target, splice, splice_many
+
+__all__ = ["GIEAttention", "GIEConfig", "GIESession", "ScaleAdapter", "active_steps", "encode_target", "erase_gie",
+           "joint_contexts", "load_adapter", "read_through", "save_adapter", "shipped_adapter", "splice",
+           "splice_many"]
+
+
+@dataclass
+class GIEConfig:
+    strength: float = -1.0          # w: fixed value (EIUP v1); negative suppresses
+    cross_fraction: float = 0.8     # share of steps with the copied map and the injected term
+    self_fraction: float = 0.4      # share of steps with branch 0's low-resolution self-attention maps
+    fast: bool = False              # one branch (this project's fast mode) instead of two (parity)
+    low_resolution_divisor: int = 4  # self-attention at ≤ sample_size / divisor per side counts as low resolution
+    target: str = ""                # E; empty: the concept's targets joined by ", "
+    adapter: str = ""               # scale adapter folder (`erasekit gie-adapter`), or "shipped" for ShapeWorld's
+                                    # adapter of this concept; empty: the fixed `strength`
+    parity_rows: bool = False       # the official code's rows and map copy from P's joint encoding with E
+    parity_schedule: bool = False   # the official code's int() step windows (see parity)
+
+
+@register_method("gie", GIEConfig, "EIUP/GIE growth inhibitors: training-free, at sampling time")
+def erase_gie(pipe, spec, config: GIEConfig) -> SamplingTimeEdit:
+    target = config.target or ", ".join(spec.targets)
+    encode_target(pipe, target)  # refuses a target that tokenises to nothing before anything is written
+    if config.parity_rows and config.fast:
+        raise ErasekitError("parity_rows reads branch 0's maps: it needs parity mode (fast=false)")
+    tensors, extra = {}, {}
+    if config.adapter:
+        adapter = load_adapter(shipped_adapter(spec) if config.adapter == "shipped" else config.adapter)
+        tensors, extra = adapter.to_tensors(), {"adapter_kind": adapter.kind}
+    return SamplingTimeEdit(tensors, method="gie", concepts=spec.targets, fingerprint=fingerprint(pipe, []),
+                            config={"session": "gie", **asdict(config), **extra, "target": target,
+                                    "spec": spec.to_dict()})
