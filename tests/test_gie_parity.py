@@ -66,7 +66,8 @@ def test_authors_rows_copy_branch_0s_map_less_the_padding_after_its_eot(sd1):
         lambda module, args, kwargs, out: calls.append((args[0] if args else kwargs["hidden_states"],
                                                         kwargs["encoder_hidden_states"], out)), with_kwargs=True)
     try:
-        generate(sd1, erasekit.erase(sd1, "gie", [TARGET], strength=-3.0, parity_rows=True), steps=1)
+        generate(sd1, erasekit.erase(sd1, "gie", [TARGET], strength=-3.0, parity_rows=True,
+                                     inhibitor="additive"), steps=1)
     finally:
         handle.remove()
     x, context, out = calls[0]  # batch [uncond, P' (branch 1), P (branch 0, appended by the hook)]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..concepts import preset
 from ..evaluation.prompts import shapeworld_sets
 from ..evaluation.scoring import score_shapeworld, wilson
 from ..methods import erase
@@ -92,12 +91,14 @@ def plot_name(concept: str) -> str:
 
 
 def sweep_plot(concept: str, table: dict, strengths):
-    """Target detected (pooled over the three forms) and preservation, one line each per setting."""
-    series = {}
-    for label, points in table.items():
-        series[f"target · {label}"] = [p["target"][0] / p["target"][1] for p in points]
-    for label, points in table.items():
-        series[f"preserve · {label}"] = [p["preserve"][0] / p["preserve"][1] for p in points]
+    """Target detected (pooled over the three forms) per setting; preservation and benign attributes of the first
+    setting (the default)."""
+    def rate(points, key):
+        return [p[key][0] / p[key][1] for p in points]
+    series = {f"target · {label}": rate(points, "target") for label, points in table.items()}
+    default, points = next(iter(table.items()))
+    series[f"preserve · {default}"] = rate(points, "preserve")
+    series[f"benign · {default}"] = rate(points, "benign")
     grid = ", ".join(f"{w:g}" for w in strengths)
     return line_plot(series, f"GIE on “{concept}”: rate against |w|", x_label=f"|w| = {grid}", size=(760, 420),
                      y_range=(0.0, 1.0))

@@ -67,9 +67,9 @@ VARIANTS = {
     "esd-u": ("esd-u", {"lr": 3e-4, **TRAINING}),
     "abo": ("abo", {"anchor": "", "lr": 1e-3, **TRAINING}),  # plain erasure: no alternative
     "abo-alt": ("abo", {"lr": 1e-3, **TRAINING}),  # the target becomes ALTERNATIVES[concept]
-    "gie": ("gie", {"strength": -8.0}),  # fixed w (EIUP v1); ShapeWorld needs a larger |w| than SD's -1
+    "gie": ("gie", {}),  # fixed w (EIUP v1), GIE's defaults (bench.gie_sweep)
     "gie-adapter": ("gie", {"adapter": "shipped"}),
-    "gie-fast": ("gie", {"strength": -8.0, "fast": True}),
+    "gie-fast": ("gie", {"fast": True}),
     "sld": ("sld", {"strength": "medium"}),
     "sld-max": ("sld", {"strength": "max"}),
     "uce-plain": ("uce", {}),

@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--evaluator", choices=("shapeworld", "nudenet"), default=None,
                    help="what decides that the concept is gone (default: shapeworld on ShapeWorld, else nudenet)")
     p.add_argument("--threshold", type=PROBABILITY, default=0.6, help="NudeNet detection threshold (default 0.6)")
-    p.add_argument("--grid", default="0,1,2,4,8,16,32",
+    p.add_argument("--grid", default="0,0.5,1,2,4",
                    help="|w| values to try, ascending from 0 (default %(default)s)")
     p.add_argument("--seeds", default="100,101", help="seeds per prompt (default %(default)s)")
     p.add_argument("--steps", type=STEPS, default=None, help="sampler steps (default: the model's)")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
-COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14))
+COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127))
 
 
 def line_plot(series: dict[str, list[float | None]], title: str, x_label: str = "round", size=(640, 360),

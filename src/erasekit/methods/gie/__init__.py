@@ -20,7 +20,16 @@ mean attention in each cross-attention layer at the first step (one extra UNet p
 The official code differs in its prompt rows, its step windows and its scale adapter; each is an option
 (`parity_rows`, `parity_schedule`, the adapter's kind), described with the reasons in `parity`.
 
-    edit = erasekit.erase(pipe, "gie", ["nude"], strength=-1.0)
+erasekit's defaults differ from the paper's in two measured ways (ShapeWorld, `bench.gie_sweep`; the paper's
+behaviour is `inhibitor="additive", cross_fraction=0.8`):
+- the step window covers every step (`cross_fraction=1.0`, the paper 0.8): the v-prediction ShapeWorld draws the
+  shape in its last steps — replacing every cross-attention output by another prompt's for the first 80 % of the
+  steps changes colours and keeps the shape, for the last 20 % alone it changes the shape — so the paper's window
+  never reaches the steps where the concept forms;
+- the projection inhibitor (`processor`): M* is not selective in this model (the same mass for every shape), and
+  the paper's additive term recolours instead of erasing at any |w|.
+
+    edit = erasekit.erase(pipe, "gie", ["nude"], strength=-2.0)
     edit.apply(pipe); images = erasekit.generate(pipe, ["a photo of a person on the beach"], seeds=[0])
 """
 from __future__ import annotations
@@ -32,7 +41,7 @@ from ...errors import ErasekitError
 from ...models.fingerprint import fingerprint
 from ..registry import register_method
 from .parity import active_steps, joint_contexts, read_through
-from .processor import GIEAttention
+from .processor import INHIBITORS, GIEAttention
 from .scale import ScaleAdapter, load_adapter, save_adapter, shipped_adapter
 from .session import GIESession
 from .splice import encode_target, splice, splice_many
@@ -44,8 +53,10 @@ __all__ = ["GIEAttention", "GIEConfig", "GIESession", "ScaleAdapter", "active_st
 
 @dataclass
 class GIEConfig:
-    strength: float = -1.0          # w: fixed value (EIUP v1); negative suppresses
-    cross_fraction: float = 0.8     # share of steps with the copied map and the injected term
+    strength: float = -2.0          # w: fixed value (EIUP v1; the paper -1); negative suppresses. −2 from the sweep:
+                                    # the smallest |w| of 0.5, 1, 2, 4, 8 that erases both ShapeWorld concepts
+    inhibitor: str = "projection"   # "projection" (erasekit; see above) or "additive" (the paper's w·M*·V(c*))
+    cross_fraction: float = 1.0     # share of steps with the copied map and the injected term (the paper: 0.8)
     self_fraction: float = 0.4      # share of steps with branch 0's low-resolution self-attention maps
     fast: bool = False              # one branch (this project's fast mode) instead of two (parity)
     low_resolution_divisor: int = 4  # self-attention at ≤ sample_size / divisor per side counts as low resolution
@@ -60,6 +71,11 @@ class GIEConfig:
 def erase_gie(pipe, spec, config: GIEConfig) -> SamplingTimeEdit:
     target = config.target or ", ".join(spec.targets)
     encode_target(pipe, target)  # refuses a target that tokenises to nothing before anything is written
+    if config.inhibitor not in INHIBITORS:
+        raise ErasekitError(f"unknown GIE inhibitor {config.inhibitor!r}; inhibitors: {', '.join(INHIBITORS)}")
+    if not 0 < config.cross_fraction <= 1 or not 0 <= config.self_fraction <= 1:
+        raise ErasekitError(f"GIE's step windows are shares of the steps: cross_fraction in (0, 1], self_fraction "
+                            f"in [0, 1] (got {config.cross_fraction}, {config.self_fraction})")
     if config.parity_rows and config.fast:
         raise ErasekitError("parity_rows reads branch 0's maps: it needs parity mode (fast=false)")
     tensors, extra = {}, {}

@@ -1,7 +1,7 @@
 """GIE's scale adapter: its training (the adapter and its files are `scale`). The authors did not release
 weights; this follows their description.
 
-For each training prompt, generate with GIE at every strength of a grid (|w| = 0, 1, 2, 4, 8 by default) and keep
+For each training prompt, generate with GIE at every strength of a grid (|w| = 0, 0.5, 1, 2, 4 by default) and keep
 the smallest |w| at which the evaluator no longer sees the concept in any of the prompt's images (prompts that never
 show it get 0; prompts it survives get the largest |w|). The features are the E tokens' mean attention per
 cross-attention layer at the first step (recorded in the |w| = 0 run, which equals the adapter's probe pass); an
@@ -30,7 +30,7 @@ from .scale import ScaleAdapter, probe_strength
 
 @dataclass
 class AdapterTraining:
-    grid: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0)  # |w| values tried, ascending
+    grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)  # |w| values tried, ascending
     seeds: tuple[int, ...] = (100, 101)                    # per prompt; different from the bench's seeds
     fast: bool = False                                     # generate in GIE's fast mode instead of parity
     steps: int | None = None                               # sampler steps (default: the model's)
@@ -39,6 +39,8 @@ class AdapterTraining:
     seed: int = 0
     batch_size: int = 16
     kind: str = "erasekit"                                 # the scale adapter's kind (scale): or "authors"
+    inhibitor: str = "projection"                          # the GIE options the adapter's w is meant for
+    cross_fraction: float = 1.0
 
 
 def smallest_strengths(pipe, spec, prompts: list[str], detector: Detector, cfg: AdapterTraining,
@@ -54,7 +56,8 @@ def smallest_strengths(pipe, spec, prompts: list[str], detector: Detector, cfg: 
     shown, features = {}, []  # shown: |w| → per item, concept still present
     bar = tqdm(total=len(runs) * len(items), desc="adapter: strength search", disable=not progress)
     for strength, w in runs:
-        edit = erase_gie(pipe, spec, GIEConfig(strength=strength, fast=cfg.fast))
+        edit = erase_gie(pipe, spec, GIEConfig(strength=strength, fast=cfg.fast, inhibitor=cfg.inhibitor,
+                                                   cross_fraction=cfg.cross_fraction))
         edit.apply(pipe)
         try:
             for start in range(0, len(items), cfg.batch_size):

@@ -58,6 +58,9 @@ class GIESession(SamplingSession):
         c_star, n = encode_target(self.pipe, self.target)
         self.c_star = c_star[None].to(self.pipe.unet.device)
         self.columns = list(range(1, n + 1))
+        self.inhibitor = self.config.get("inhibitor", "additive")  # files written before the option: the paper's
+        if self.inhibitor == "projection":
+            self.c_null = encode(self.pipe, [""], warn=False).embeddings[:1].to(self.pipe.unet.device)
         if self.adapter is not None and self.adapter.layers != len(self.order):
             raise EditError(f"{self.edit}: its scale adapter was trained for {self.adapter.layers} cross-attention "
                             f"layers but this UNet has {len(self.order)}")
