@@ -90,7 +90,8 @@ def test_a_resume_with_other_settings_is_refused(tmp_path):
 
 @pytest.mark.parametrize("bad", [{"lr": 0.0}, {"lr": -1e-4}, {"lr": float("nan")}, {"lr": float("inf")},
                                  {"steps": 0}, {"steps": 2.5}, {"accumulation": 0}, {"optimizer": "lion"},
-                                 {"schedule": "step"}, {"grad_clip": float("nan")}, {"warmup": -1}])
+                                 {"schedule": "step"}, {"grad_clip": float("nan")}, {"warmup": -1},
+                                 {"lr_floor": -0.1}, {"lr_floor": 1.5}])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(TrainingError):
         TrainingConfig(**bad)
@@ -124,6 +125,51 @@ def test_learning_rate_schedules():
     assert [cosine.lr_at(s) for s in (0, 1)] == [0.5, 1.0]
     assert cosine.lr_at(2) == 1.0 and cosine.lr_at(6) == pytest.approx(0.5) and cosine.lr_at(9) < 0.05
     assert TrainingConfig(steps=4, lr=2.0, schedule="linear").lr_at(2) == pytest.approx(1.0)
+
+
+def test_a_schedule_can_end_above_zero():
+    cosine = TrainingConfig(steps=10, lr=1.0, schedule="cosine", lr_floor=0.1)
+    assert cosine.lr_at(0) == 1.0 and cosine.lr_at(5) == pytest.approx(0.55) and cosine.lr_at(9) > 0.1
+    assert cosine.lr_at(10) == pytest.approx(0.1)  # the end of the span
+    assert TrainingConfig(steps=4, lr=2.0, schedule="linear", lr_floor=0.5).lr_at(2) == pytest.approx(1.5)
+    assert TrainingConfig(steps=4, lr=2.0, lr_floor=0.5).lr_at(3) == 2.0  # constant ignores it
+
+
+def test_buffers_are_checkpointed_and_a_killed_run_restores_them(tmp_path):
+    """BatchNorm's running statistics change in the forward pass, not by the optimiser: a resumed run must restore
+    them too to continue bit-identically."""
+    def model_and_loss():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+
+        def loss_fn(ctx):
+            x = torch.randn(8, 3, generator=ctx.generator)
+            return (model(x).squeeze(1) - x.sum(1)).pow(2).mean()
+        return model, loss_fn
+
+    def run(folder, loss_wrapper=lambda f: f):
+        model, loss_fn = model_and_loss()
+        train(loss_wrapper(loss_fn), dict(model.named_parameters()), config(steps=30), folder=folder,
+              buffers=dict(model.named_buffers()), progress=False)
+        return model
+
+    whole = run(tmp_path / "whole")
+
+    def dies_at_step_25(loss_fn):
+        def dying(ctx):
+            if ctx.step == 25:
+                raise Killed
+            return loss_fn(ctx)
+        return dying
+    with pytest.raises(Killed):
+        run(tmp_path / "run", dies_at_step_25)
+    resumed = run(tmp_path / "run")
+    expected, got = whole.state_dict(), resumed.state_dict()
+    assert "1.running_mean" in got and all(torch.equal(expected[k], got[k]) for k in expected)
+    model, _ = model_and_loss()
+    with pytest.raises(TrainingError, match="both as parameters and buffers"):
+        train(lambda ctx: model(torch.ones(2, 3)).sum(), {"w": model[0].weight}, config(),
+              buffers={"w": model[1].running_mean}, progress=False)
 
 
 def test_denoising_targets_and_min_snr_weights():

@@ -1,5 +1,5 @@
-"""Training checkpoints: one folder written atomically as a set (trainable weights, optimiser state, EMA weights,
-step, the run's settings), safetensors and JSON only — nothing is unpickled on resume."""
+"""Training checkpoints: one folder written atomically as a set (trainable weights and buffers, optimiser state,
+EMA weights, step, the run's settings), safetensors and JSON only — nothing is unpickled on resume."""
 from __future__ import annotations
 
 import json
@@ -56,8 +56,9 @@ def save(folder: str | Path, checkpoint: Checkpoint) -> None:
                                             indent=2))
 
 
-def load(folder: str | Path, record: dict) -> Checkpoint | None:
-    """The checkpoint in `folder`, or None when there is none. Refuses one written by a run with other settings."""
+def load(folder: str | Path, record: dict | None) -> Checkpoint | None:
+    """The checkpoint in `folder`, or None when there is none. Refuses one written by a run with other settings
+    than `record` (None: read it whatever its settings, e.g. to export a run in progress)."""
     folder = Path(folder)
     if not (folder / STATE).is_file():
         return None
@@ -67,7 +68,7 @@ def load(folder: str | Path, record: dict) -> Checkpoint | None:
         ema = load_file(folder / EMA) if (folder / EMA).is_file() else None
     except (OSError, ValueError) as e:
         raise TrainingError(f"the checkpoint in {folder} cannot be read: {e}") from None
-    if state["record"] != json.loads(json.dumps(record)):
+    if record is not None and state["record"] != json.loads(json.dumps(record)):
         changed = sorted(k for k in {*state["record"], *record} if state["record"].get(k) != record.get(k))
         raise TrainingError(f"{folder} holds a run with other settings ({', '.join(changed)} differ): resume "
                             "with the same settings, or use another folder")

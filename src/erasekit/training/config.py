@@ -22,8 +22,9 @@ class TrainingConfig:
     optimizer: str = "adamw"           # adamw | adam | sgd
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
-    schedule: str = "constant"         # constant | cosine | linear (to 0), after `warmup` linear steps
+    schedule: str = "constant"         # constant | cosine | linear (to lr·lr_floor), after `warmup` linear steps
     warmup: int = 0
+    lr_floor: float = 0.0              # where cosine and linear end, as a fraction of lr (0 to 1)
     grad_clip: float = 1.0             # max global gradient norm; 0 turns clipping off
     accumulation: int = 1              # micro-batches per optimiser step
     seed: int = 0
@@ -53,6 +54,9 @@ class TrainingConfig:
         finite("lr", strict=True)
         finite("weight_decay")
         finite("grad_clip")
+        finite("lr_floor")
+        if self.lr_floor > 1:
+            raise TrainingError(f"lr_floor must be at most 1 (a fraction of lr), not {self.lr_floor!r}")
         if self.optimizer not in OPTIMIZERS:
             raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -71,7 +75,9 @@ class TrainingConfig:
         span = max(self.steps - self.warmup, 1)
         progress = (step - self.warmup) / span
         if self.schedule == "cosine":
-            return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
-        if self.schedule == "linear":
-            return self.lr * (1 - progress)
-        return self.lr
+            decay = 0.5 * (1 + math.cos(math.pi * progress))
+        elif self.schedule == "linear":
+            decay = 1 - progress
+        else:
+            return self.lr
+        return self.lr * (self.lr_floor + (1 - self.lr_floor) * decay)

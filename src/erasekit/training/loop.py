@@ -58,24 +58,30 @@ def make_optimizer(parameters: list[torch.Tensor], config: TrainingConfig) -> to
 
 def train(loss_fn: Callable[[StepContext], torch.Tensor], parameters: dict[str, torch.Tensor],
           config: TrainingConfig, *, folder: str | Path | None = None, record: dict | None = None,
-          ema_decay: float | None = None, desc: str = "train", progress: bool = True,
-          status: Callable[[], dict] | None = None) -> TrainingResult:
+          ema_decay: float | None = None, buffers: dict[str, torch.Tensor] | None = None, desc: str = "train",
+          progress: bool = True, status: Callable[[], dict] | None = None) -> TrainingResult:
     """Optimise `parameters` (name → leaf tensor with requires_grad) to minimise `loss_fn` for `config.steps`
     steps. With `folder`, checkpoints go to `folder/checkpoint` and the log to `folder/log.csv`, and a run found
     there resumes (refused when its settings, `config` plus `record`, differ). With `ema_decay`, the parameters
-    end as their EMA (diffusers' EMAModel). `status`: more figures for the progress bar (e.g. a mean reward).
-    Returns the losses of the steps run here."""
+    end as their EMA (diffusers' EMAModel). `buffers`: tensors the forward pass changes that are not optimised
+    (BatchNorm's running statistics), checkpointed and restored with the parameters. `status`: more figures for
+    the progress bar (e.g. a mean reward). Returns the losses of the steps run here."""
     config.check()
     if not parameters:
         raise TrainingError("nothing to train: the selection of trainable parameters is empty")
+    buffers = buffers or {}
+    if set(buffers) & set(parameters):
+        raise TrainingError(f"names used both as parameters and buffers: {sorted(set(buffers) & set(parameters))}")
     names, tensors = list(parameters), list(parameters.values())
     optimizer = make_optimizer(tensors, config)
     ema = _ema(tensors, ema_decay)
     settings = {"training": config.record(), "parameters": {n: list(t.shape) for n, t in parameters.items()},
                 "ema_decay": ema_decay, **(record or {})}
+    if buffers:
+        settings["buffers"] = {n: list(t.shape) for n, t in buffers.items()}
     _start_processes()
     folder = Path(folder) if folder is not None else None
-    start = _resume(folder, settings, parameters, optimizer, ema)
+    start = _resume(folder, settings, {**parameters, **buffers}, optimizer, ema)
     log = _Log(folder / "log.csv", start) if folder is not None and _is_main() else None
     result, began = TrainingResult(first_step=start), time.perf_counter()
     bar = tqdm(range(start, config.steps), desc=desc, initial=start, total=config.steps,
@@ -92,7 +98,7 @@ def train(loss_fn: Callable[[StepContext], torch.Tensor], parameters: dict[str, 
         if folder is not None and (done == config.steps or (config.checkpoint_every and
                                                             done % config.checkpoint_every == 0)):
             if _is_main():
-                _save(folder, done, names, tensors, optimizer, ema, settings)
+                _save(folder, done, names, tensors, buffers, optimizer, ema, settings)
             _barrier()
     bar.close()
     if ema is not None:
@@ -176,28 +182,30 @@ def _ema(tensors, decay: float | None):
     return EMAModel(tensors, decay=decay)
 
 
-def _save(folder: Path, step: int, names, tensors, optimizer, ema, settings) -> None:
-    weights = {name: t.detach() for name, t in zip(names, tensors)}
+def _save(folder: Path, step: int, names, tensors, buffers, optimizer, ema, settings) -> None:
+    weights = {**{name: t.detach() for name, t in zip(names, tensors)}, **buffers}
     shadow = None if ema is None else {name: s for name, s in zip(names, ema.shadow_params)}
     counters = {} if ema is None else {"ema_step": ema.optimization_step}
     ckpt.save(folder / "checkpoint", ckpt.Checkpoint(step, weights, optimizer.state_dict(), shadow, settings,
                                                      counters))
 
 
-def _resume(folder, settings, parameters: dict[str, torch.Tensor], optimizer, ema) -> int:
+def _resume(folder, settings, saved: dict[str, torch.Tensor], optimizer, ema) -> int:
+    """Restore `saved` (the parameters, then any buffers), the optimiser and the EMA from the checkpoint in
+    `folder`; the step it was written at (0: none)."""
     if folder is None:
         return 0
     found = ckpt.load(folder / "checkpoint", settings)
     if found is None:
         return 0
     with torch.no_grad():
-        for name, tensor in parameters.items():
+        for name, tensor in saved.items():
             tensor.copy_(found.weights[name])
     optimizer.load_state_dict(found.optimizer)
     if ema is not None:
         if found.ema is None or "ema_step" not in found.counters:
             raise TrainingError(f"{folder} holds a checkpoint without EMA weights")
-        for shadow, name in zip(ema.shadow_params, parameters):
+        for shadow, name in zip(ema.shadow_params, saved):  # the parameters come first
             shadow.copy_(found.ema[name])
         ema.optimization_step = found.counters["ema_step"]
     return found.step
