@@ -39,7 +39,7 @@ PART_LAYER = {
     "models": 1, "concepts": 1, "shapeworld": 1, "testing": 1,
     "edits": 2,
     "sampling": 3, "training": 3, "closed_form": 3, "detectors": 3,
-    "methods": 4, "attacks": 4,
+    "methods": 4, "attacks": 4, "shapeworld-trainers": 4,
     "evaluation": 5, "harden": 5,
     "bench": 6,
     "cli": 7,
@@ -54,6 +54,15 @@ ALLOWED_SIBLINGS = {
     ("testing", "shapeworld"),  # tiny test models use ShapeWorld's tokenizer builder
     ("testing", "models"),
     ("harden", "evaluation"),  # red-team in the loop runs the attacks and scores them as the evaluation does
+}
+
+# Modules that form a part of their own inside another part's folder (names relative to the package). ShapeWorld's
+# trainers live beside what they train, and keep their `python -m erasekit.shapeworld.…` commands, but run on
+# training/ (layer 3), so they sit above it, beside methods; nothing imports them but each other.
+MODULE_PARTS = {
+    "shapeworld.train": "shapeworld-trainers",
+    "shapeworld.classifier.train": "shapeworld-trainers",
+    "shapeworld.classifier.__main__": "shapeworld-trainers",
 }
 
 # Modules whose own imports are not held to the layer table: the root re-exports the public API, __main__ runs it.
@@ -280,9 +289,10 @@ def module_cycles(edges: list[Import], modules) -> list[str]:
 
 
 def part_of(module: str) -> str:
-    """The first component under the package: "erasekit.edits.base" → "edits"; "" for the root itself."""
+    """The first component under the package: "erasekit.edits.base" → "edits"; "" for the root itself; the part
+    MODULE_PARTS names for a module listed there."""
     pieces = module.split(".")
-    return pieces[1] if len(pieces) > 1 else ""
+    return MODULE_PARTS.get(".".join(pieces[1:]), pieces[1] if len(pieces) > 1 else "")
 
 
 def cross_part_edges(edges: list[Import]) -> list[Import]:
@@ -452,3 +462,19 @@ def test_walker_resolves_relative_and_implied_imports(tmp_path):
     unknown, violations = layer_problems(edges, modules, {"a": 1, "sub": 0}, set())
     assert unknown == {"b": ["fakepkg.b"], "broken": ["fakepkg.broken"]}
     assert [(part_of(e.importer), part_of(e.target)) for _, e in violations] == [("sub", "a")]
+
+
+def test_a_module_listed_in_module_parts_is_its_own_part(tmp_path):
+    package = _write_package(tmp_path / "fakepkg", {
+        "__init__.py": "",
+        "training/__init__.py": "",
+        "shapeworld/__init__.py": "",
+        "shapeworld/render.py": "",
+        "shapeworld/train.py": "from ..training import x\nfrom .render import y\n",
+        "shapeworld/domain.py": "from ..training import x\n",
+    })
+    modules, edges = collect_imports(package)
+    assert part_of("fakepkg.shapeworld.train") == "shapeworld-trainers"
+    assert part_of("fakepkg.shapeworld.render") == "shapeworld"
+    _, violations = layer_problems(edges, modules, PART_LAYER, ALLOWED_SIBLINGS)
+    assert [(e.importer, e.target) for _, e in violations] == [("fakepkg.shapeworld.domain", "fakepkg.training")]

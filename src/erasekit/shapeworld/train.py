@@ -2,14 +2,16 @@
 
     python -m erasekit.shapeworld.train --out runs/shapeworld --seed 0
 
-Every stage writes its result to `--out` and is skipped when that result exists; the long stages checkpoint every
-`--checkpoint-every` steps and resume from the last checkpoint. Randomness per step is derived from (seed, step),
-so a resumed run continues exactly as an uninterrupted one would.
+Every stage writes its result to `--out` and is skipped when that result exists. The VAE and the denoiser train on
+erasekit's one training loop (`erasekit.training.train`): each checkpoints into `OUT/vae/` and `OUT/denoiser/` every
+`--checkpoint-every` steps (one atomic set), logs its loss to `log.csv` there, and resumes from its last
+checkpoint. Each step's randomness is derived from (seed, stage, step), so a resumed run continues bit-identically.
+The denoiser's EMA is diffusers' `EMAModel` and its min-SNR weighting diffusers' `compute_snr` (through
+`erasekit.training.denoising_loss`).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from . import components
@@ -29,6 +31,8 @@ from .domain import LABELS, Scene
 from .render import render, sample_scene
 from ..models.loading import DEFAULTS_FILE
 from ..models.text import first_eot_index
+from ..training import TrainingConfig, TrainingError, denoising_loss, derived_seed, train
+from ..training.checkpoint import load as load_checkpoint
 from ..utils.files import atomic_dir, atomic_save_tensors
 from ..utils.images import to_signed
 from .tokenizer import save_tokenizer
@@ -57,9 +61,9 @@ class TrainConfig:
         if self.prediction not in components.PREDICTIONS:
             raise ValueError(f"prediction must be one of {components.PREDICTIONS}, not {self.prediction!r}")
 
-
-def step_seed(seed: int, stage: int, step: int) -> int:
-    return (seed * 1_000_003 + stage * 10_007 + step) % 2**31
+    def record(self, *fields: str) -> dict:
+        """The settings a stage's checkpoints are bound to beyond its TrainingConfig (a resume must match them)."""
+        return {"shapeworld": {f: getattr(self, f) for f in ("seed", "num_images", *fields)}}
 
 
 def make_dataset(cfg: TrainConfig, path: Path) -> None:
@@ -74,73 +78,42 @@ def make_dataset(cfg: TrainConfig, path: Path) -> None:
     os.replace(path.with_suffix(".tmp.npz"), path)
 
 
-class Checkpoint:
-    """Model weights as safetensors plus optimizer state and step, written as one atomic set (a folder renamed
-    into place): a crash can never pair new weights with an old step."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-
-    def save(self, step: int, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> None:
-        with atomic_dir(self.folder) as tmp:
-            for name, module in modules.items():
-                save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / f"{name}.safetensors")
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            (tmp / "step.json").write_text(json.dumps({"step": step}))
-
-    def load(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> int:
-        if not (self.folder / "step.json").exists():
-            return 0
-        for name, module in modules.items():
-            module.load_state_dict(load_file(self.folder / f"{name}.safetensors"))
-        optimizer.load_state_dict(torch.load(self.folder / "optimizer.pt", weights_only=True))
-        return json.loads((self.folder / "step.json").read_text())["step"]
+def seeded(cfg: TrainConfig, stage: str) -> int:
+    """Seed a stage's initial weights (a resumed run overwrites them from its checkpoint); the stage's own seed
+    for the training loop, from which every step's randomness is derived."""
+    torch.manual_seed(derived_seed(cfg.seed, stage, "init"))
+    return derived_seed(cfg.seed, stage)
 
 
-class Log:
-    def __init__(self, path: Path, fields: list[str]):
-        self.path, self.fields = path, fields
-        if not path.exists():
-            path.write_text(",".join(fields) + "\n")
-
-    def write(self, **row) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.fields).writerow(row)
+def named_parameters(**modules: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {f"{name}.{n}": p for name, module in modules.items() for n, p in module.named_parameters()}
 
 
-def seeded(cfg: TrainConfig, stage: int) -> None:
-    """Seed the initial weights of a stage's models (a resumed run overwrites them from its checkpoint)."""
-    torch.manual_seed(step_seed(cfg.seed, stage, 0))
+def save_model(model, folder: Path) -> None:
+    """save_pretrained as one atomic set: a stage whose folder exists is finished (a later run skips it)."""
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
 
 
-def train_vae(cfg: TrainConfig, images: np.ndarray, out: Path) -> None:
-    seeded(cfg, 4)
+def train_vae(cfg: TrainConfig, images: np.ndarray, out: Path, progress: bool = True) -> None:
+    seed = seeded(cfg, "vae")
     vae = components.vae()
-    opt = torch.optim.AdamW(vae.parameters(), cfg.vae_lr, weight_decay=0.0)
-    ckpt = Checkpoint(out / "ckpt_vae")
-    start = ckpt.load({"vae": vae}, opt)
-    log = Log(out / "vae_log.csv", ["step", "l1", "kl", "seconds"])
-    t0 = time.time()
-    bar = tqdm(range(start, cfg.vae_steps), desc="train vae", initial=start, total=cfg.vae_steps)
-    for step in bar:
-        g = torch.Generator().manual_seed(step_seed(cfg.seed, 1, step))
-        idx = torch.randint(len(images), (cfg.vae_batch,), generator=g)
+    shown = {}
+
+    def loss_fn(ctx):
+        idx = torch.randint(len(images), (cfg.vae_batch,), generator=ctx.generator)
         x = to_signed(images[idx.numpy()])
         posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g)
-        recon = vae.decode(z).sample
+        recon = vae.decode(posterior.sample(generator=ctx.generator)).sample
         l1 = (recon - x).abs().mean()
         kl = posterior.kl().mean() / x[0].numel()
-        loss = l1 + F.mse_loss(recon, x) + 1e-4 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(l1=f"{l1.item():.4f}")
-        if (step + 1) % 25 == 0:
-            log.write(step=step + 1, l1=l1.item(), kl=kl.item(), seconds=round(time.time() - t0, 1))
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
-            ckpt.save(step + 1, {"vae": vae}, opt)
-    vae.save_pretrained(out / "vae_trained", safe_serialization=True)
+        shown.update(l1=f"{l1.item():.4f}", kl=f"{kl.item():.3g}")
+        return l1 + F.mse_loss(recon, x) + 1e-4 * kl
+    settings = TrainingConfig(steps=cfg.vae_steps, lr=cfg.vae_lr, optimizer="adamw", grad_clip=0.0, seed=seed,
+                              checkpoint_every=cfg.checkpoint_every, log_every=25)
+    train(loss_fn, named_parameters(vae=vae), settings, folder=out / "vae", record=cfg.record("vae_batch"),
+          desc="train vae", progress=progress, status=lambda: shown)
+    save_model(vae, out / "vae_trained")
 
 
 @torch.no_grad()
@@ -175,60 +148,34 @@ def eot_hidden(hidden: torch.Tensor, input_ids: torch.Tensor, eos_id: int) -> to
     return hidden[torch.arange(len(hidden)), first_eot_index(input_ids, eos_id)]
 
 
-class EMA:
-    def __init__(self, modules: list[torch.nn.Module], decay: float):
-        self.params = [p for m in modules for p in m.parameters()]
-        self.shadow = [p.detach().clone() for p in self.params]
-        self.decay = decay
-
-    @torch.no_grad()
-    def update(self, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))  # warm-up: early weights are not averaged in for long
-        for s, p in zip(self.shadow, self.params):
-            s.lerp_(p, 1 - decay)
-
-    def state_module(self) -> torch.nn.Module:
-        holder = torch.nn.Module()
-        holder.shadow = torch.nn.ParameterList([torch.nn.Parameter(s, requires_grad=False) for s in self.shadow])
-        return holder
-
-    @torch.no_grad()
-    def copy_to_model(self) -> None:
-        for s, p in zip(self.shadow, self.params):
-            p.copy_(s)
+def attribute_loss(aux: torch.nn.Linear, eot: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each attribute the caption names, predicted from the EoT embedding."""
+    logits = aux(eot).split([len(v) for v in LABELS.values()], 1)
+    return sum((F.cross_entropy(lg, labels[:, k], reduction="none") * mask[:, k]).mean()
+               for k, lg in enumerate(logits))
 
 
-def target(scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    return scheduler.get_velocity(z0, noise, t) if cfg.prediction == "v_prediction" else noise
+DENOISER_FIELDS = ("batch", "p_uncond", "aux_weight", "min_snr_gamma", "prediction")
 
 
-def min_snr_weight(snr: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Min-SNR-γ: the x0-error weight min(SNR, γ), expressed for the model's target (Hang et al. 2023)."""
-    return snr.clamp(max=cfg.min_snr_gamma) / (snr + 1 if cfg.prediction == "v_prediction" else snr)
+def denoiser_models(tokenizer):
+    return components.text_encoder(tokenizer), components.unet()
 
 
-def train_denoiser(cfg: TrainConfig, labels: np.ndarray, latents: dict, out: Path) -> None:
+def train_denoiser(cfg: TrainConfig, labels: np.ndarray, latents: dict, out: Path, progress: bool = True) -> None:
     tokenizer = save_tokenizer(out / "tokenizer")
-    seeded(cfg, 5)
-    text_encoder, unet = components.text_encoder(tokenizer), components.unet()
+    seed = seeded(cfg, "denoiser")
+    text_encoder, unet = denoiser_models(tokenizer)
     aux = torch.nn.Linear(components.TEXT_DIM, sum(len(v) for v in LABELS.values()))
     scheduler = components.train_scheduler(cfg.prediction)
-    params = [*unet.parameters(), *text_encoder.parameters(), *aux.parameters()]
-    opt = torch.optim.AdamW(params, cfg.lr, weight_decay=1e-2)
-    ema = EMA([unet, text_encoder], cfg.ema_decay)
-    modules = {"unet": unet, "text_encoder": text_encoder, "aux": aux}
-    ckpt = Checkpoint(out / "ckpt_denoiser")
-    start = ckpt.load({**modules, "ema": ema.state_module()}, opt)
-    log = Log(out / "log.csv", ["step", "loss", "aux", "lr", "seconds"])
-    alphas = scheduler.alphas_cumprod
-    snr = alphas / (1 - alphas)
     mean, std, scale = latents["mean"], latents["std"], latents["scale"].item()
-    t0 = time.time()
-    bar = tqdm(range(start, cfg.steps), desc="train unet+text", initial=start, total=cfg.steps)
-    for step in bar:
-        g = torch.Generator().manual_seed(step_seed(cfg.seed, 2, step))
+    shown = {}
+
+    def loss_fn(ctx):
+        g = ctx.generator
         idx = torch.randint(len(labels), (cfg.batch,), generator=g)
-        texts, mask = caption_batch(labels[idx.numpy()], random.Random(step_seed(cfg.seed, 3, step)), cfg.p_uncond)
+        texts, mask = caption_batch(labels[idx.numpy()], random.Random(derived_seed(ctx.seed, "captions")),
+                                    cfg.p_uncond)
         z0 = (mean[idx].float() + std[idx].float() * torch.randn(mean[idx].shape, generator=g)) * scale
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,), generator=g)
         noise = torch.randn(z0.shape, generator=g)
@@ -236,43 +183,33 @@ def train_denoiser(cfg: TrainConfig, labels: np.ndarray, latents: dict, out: Pat
                         return_tensors="pt").input_ids
         hidden = text_encoder(ids).last_hidden_state
         pred = unet(scheduler.add_noise(z0, noise, t), t, hidden).sample
-        error = (pred - target(scheduler, z0, noise, t, cfg)).pow(2).mean(dim=(1, 2, 3))
-        loss = (min_snr_weight(snr[t], cfg) * error).mean()
-        logits = aux(eot_hidden(hidden, ids, tokenizer.eos_token_id)).split([len(v) for v in LABELS.values()], 1)
-        targets = torch.from_numpy(labels[idx.numpy()])
-        aux_loss = sum((F.cross_entropy(lg, targets[:, k], reduction="none") * mask[:, k]).mean()
-                       for k, lg in enumerate(logits))
-        lr = float(cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.55 + 0.45 * np.cos(np.pi * step / cfg.steps)))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        (loss + cfg.aux_weight * aux_loss).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema.update(step)
-        bar.set_postfix(loss=f"{loss.item():.4f}", aux=f"{aux_loss.item():.3f}")
-        if (step + 1) % 25 == 0:
-            log.write(step=step + 1, loss=round(loss.item(), 5), aux=round(aux_loss.item(), 4), lr=f"{lr:.2e}",
-                      seconds=round(time.time() - t0, 1))
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            ckpt.save(step + 1, {**modules, "ema": ema.state_module()}, opt)
-    ema.copy_to_model()
-    unet.save_pretrained(out / "unet_trained", safe_serialization=True)
-    text_encoder.save_pretrained(out / "text_encoder_trained", safe_serialization=True)
+        loss = denoising_loss(pred, scheduler, z0, noise, t, min_snr_gamma=cfg.min_snr_gamma)
+        aux_loss = attribute_loss(aux, eot_hidden(hidden, ids, tokenizer.eos_token_id),
+                                  torch.from_numpy(labels[idx.numpy()]), mask)
+        shown.update(denoise=f"{loss.item():.4f}", aux=f"{aux_loss.item():.3f}")
+        return loss + cfg.aux_weight * aux_loss
+    # Linear warm-up, then cosine to a tenth of the peak; clipped at norm 1; EMA of every weight.
+    settings = TrainingConfig(steps=cfg.steps, lr=cfg.lr, optimizer="adamw", weight_decay=1e-2, schedule="cosine",
+                              warmup=cfg.warmup, lr_floor=0.1, grad_clip=1.0, seed=seed,
+                              checkpoint_every=cfg.checkpoint_every, log_every=25)
+    train(loss_fn, named_parameters(unet=unet, text_encoder=text_encoder, aux=aux), settings,
+          folder=out / "denoiser", record=cfg.record(*DENOISER_FIELDS), ema_decay=cfg.ema_decay,
+          desc="train unet+text", progress=progress, status=lambda: shown)
+    save_model(text_encoder, out / "text_encoder_trained")
+    save_model(unet, out / "unet_trained")  # last: its folder marks the stage finished
 
 
 def checkpoint_models(out: Path):
     """The EMA UNet and text encoder of the latest denoiser checkpoint (for exporting a run in progress)."""
     from transformers import CLIPTokenizer
-    tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
-    text_encoder, unet = components.text_encoder(tokenizer), components.unet()
-    ema = EMA([unet, text_encoder], 0.0)
-    holder = ema.state_module()
-    holder.load_state_dict(load_file(out / "ckpt_denoiser" / "ema.safetensors"))
-    ema.shadow = list(holder.shadow)
-    ema.copy_to_model()
-    step = json.loads((out / "ckpt_denoiser" / "step.json").read_text())["step"]
-    return unet, text_encoder, step
+    found = load_checkpoint(out / "denoiser" / "checkpoint", None)
+    if found is None or found.ema is None:
+        raise TrainingError(f"{out / 'denoiser'} holds no checkpoint with EMA weights to export")
+    text_encoder, unet = denoiser_models(CLIPTokenizer.from_pretrained(out / "tokenizer"))
+    with torch.no_grad():
+        for name, p in named_parameters(unet=unet, text_encoder=text_encoder).items():
+            p.copy_(found.ema[name])
+    return unet, text_encoder, found.step
 
 
 def export(out: Path, dest: Path, scale: float, from_checkpoint: bool = False) -> None:
