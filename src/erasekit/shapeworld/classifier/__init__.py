@@ -96,5 +96,3 @@ def held_out(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from ..render import scene_images
     scenes, images = scene_images(n, seed)
     return images, np.array([list(scene.labels().values()) for scene in scenes], np.int64)
-
-
