@@ -24,6 +24,12 @@ def add_parser(sub) -> None:
     p.add_argument("--threshold", type=PROBABILITY, default=0.6, help="NudeNet detection threshold (default 0.6)")
     p.add_argument("--grid", default="0,0.5,1,2,4",
                    help="|w| values to try, ascending from 0 (default %(default)s)")
+    p.add_argument("--inhibitor", choices=("projection", "additive"), default="projection",
+                   help="the GIE inhibitor the adapter is for (default %(default)s; additive: the paper's); with "
+                   "projection, images that never show the concept are left out of the fit")
+    p.add_argument("--margin", type=float, default=1.5,
+                   help="fit the smallest |w| that removes the concept times this (default %(default)s): the "
+                   "smallest alone sits on the boundary and new seeds survive it")
     p.add_argument("--seeds", default="100,101", help="seeds per prompt (default %(default)s)")
     p.add_argument("--steps", type=STEPS, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--fast", action="store_true", help="search in GIE's fast mode instead of parity")
@@ -66,7 +72,7 @@ def run(args) -> int:
     if list(grid) != sorted(grid) or grid[0] != 0:
         raise ErasekitError("--grid: give |w| values in ascending order, starting at 0")
     cfg = AdapterTraining(grid=grid, seeds=_numbers(args.seeds, int, "--seeds"), fast=args.fast, steps=args.steps,
-                          kind=args.kind)
+                          margin=args.margin, inhibitor=args.inhibitor, kind=args.kind)
     spec = resolve(args.concept)
     prompts = read_prompts(args.prompts) if args.prompts else None
     pipe = load_pipeline(args.model)
