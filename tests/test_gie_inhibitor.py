@@ -6,7 +6,7 @@ import torch
 import erasekit
 from erasekit.detectors import shapeworld_detector
 from erasekit.errors import ErasekitError
-from erasekit.methods.gie.processor import projection_term
+from erasekit.methods.gie.processor import projection_term, token_gains
 
 
 def test_projection_removes_the_concepts_component_where_it_is_positive():
@@ -70,3 +70,12 @@ def test_the_papers_additive_term_and_window_leave_the_triangle(shapeworld):
 def test_bad_options_are_refused(shapeworld, options, message):
     with pytest.raises(ErasekitError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         erasekit.erase(shapeworld, "gie", ["shapeworld/triangle"], **options)
+
+
+def test_token_gains_are_each_tokens_coefficient_in_the_content():
+    torch.manual_seed(1)
+    values = torch.randn(2, 3, 4)
+    m_star = torch.rand(1, 2, 5, 1)                       # one E token at column 1
+    direction = m_star * values[:, [1]].unsqueeze(0)    # (1, heads, queries, d)
+    assert torch.allclose(token_gains(3 * direction, m_star, values, [1]), torch.tensor([[3.0]]), atol=1e-5)
+    assert torch.equal(token_gains(-direction, m_star, values, [1]), torch.zeros(1, 1))  # absent: 0, not negative

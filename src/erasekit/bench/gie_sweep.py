@@ -21,7 +21,7 @@ from ..sampling import generate
 from ..utils.files import atomic_write_json, save_image
 from ..utils.plot import line_plot
 
-STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)  # |w|; 0 is the original model
+STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0, 4.0, 8.0)  # |w|; 0 is the original model
 SETTINGS = {  # label → GIE options besides the strength
     "projection, all steps": {"inhibitor": "projection", "cross_fraction": 1.0},
     "projection, first 80 %": {"inhibitor": "projection", "cross_fraction": 0.8},
@@ -68,6 +68,7 @@ def run_sweep(pipe, concepts=("triangle", "tobias renn"), out: str | Path = "ben
     """Every setting at every |w| (|w| = 0 once: the original), for each concept; writes gie_sweep.json and
     gie_sweep_<concept>.png into `out` and returns the results."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     results = {"strengths": list(strengths), "seeds": seeds, "seed_offset": SEED_OFFSET, "concepts": {}}
     bar = tqdm(total=len(concepts) * (1 + len(settings) * sum(1 for w in strengths if w)), desc="GIE sweep",
                disable=not progress)

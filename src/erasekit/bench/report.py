@@ -121,8 +121,8 @@ asr_ringabell_ga, asr_unlearndiffatk, asr_p4d, asr_concept_inversion: the other 
 --attacks; – where not run). Rates are written rate% [95 % Wilson interval] (images in which it holds / images).
 Sampler: {html.escape(json.dumps(bench.get("sampler", {})))};
 {bench.get("seeds")} seeds per phrasing.</p>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{attack_section(rows)}{curve_section(rows)}{sweep_section(folder)}
-{"".join(sections)}</body></html>"""
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{attack_section(rows)}{curve_section(rows)}
+{sweep_section(folder)}{"".join(sections)}</body></html>"""
     path = folder / "report.html"
     atomic_write_bytes(path, page.encode())
     return path

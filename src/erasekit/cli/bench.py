@@ -27,7 +27,7 @@ def add_parsers(sub) -> None:
                    help="methods or variants instead of the profile's (uce-plain, rece-plain, trce-1-plain: the bare "
                    "concept, no preset; trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x, "
                    "esd-u, abo (plain erasure), abo-alt (triangle → diamond, tobias renn → mira solberg): trained "
-                   "for 100 steps on x_t from 10-step trajectories; gie: its defaults (fixed w = -2); gie-adapter: the shipped "
+                   "for 100 steps on x_t from 10-step trajectories; gie: its defaults (fixed w = -1.5); gie-adapter: the shipped "
                    "scale adapter; gie-fast: one branch; sld / sld-max: presets medium / max; forceforget: 40 "
                    "RL rounds of 32 samples at lr 1e-2, its reward curve in the report)")
     p.add_argument("--concepts", nargs="+", default=list(DEFAULT_CONCEPTS), help="ShapeWorld shapes or artists")

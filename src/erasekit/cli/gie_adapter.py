@@ -22,11 +22,11 @@ def add_parser(sub) -> None:
     p.add_argument("--evaluator", choices=("shapeworld", "nudenet"), default=None,
                    help="what decides that the concept is gone (default: shapeworld on ShapeWorld, else nudenet)")
     p.add_argument("--threshold", type=PROBABILITY, default=0.6, help="NudeNet detection threshold (default 0.6)")
-    p.add_argument("--grid", default="0,0.5,1,2,4",
+    p.add_argument("--grid", default="0,0.5,1,1.5,2,4",
                    help="|w| values to try, ascending from 0 (default %(default)s)")
     p.add_argument("--inhibitor", choices=("projection", "additive"), default="projection",
-                   help="the GIE inhibitor the adapter is for (default %(default)s; additive: the paper's); with "
-                   "projection, images that never show the concept are left out of the fit")
+                   help="the GIE inhibitor the adapter is for (default %(default)s; additive: the paper's, with "
+                   "M*'s mean as the features)")
     p.add_argument("--margin", type=float, default=1.5,
                    help="fit the smallest |w| that removes the concept times this (default %(default)s): the "
                    "smallest alone sits on the boundary and new seeds survive it")

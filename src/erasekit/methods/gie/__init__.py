@@ -29,7 +29,7 @@ behaviour is `inhibitor="additive", cross_fraction=0.8`):
 - the projection inhibitor (`processor`): M* is not selective in this model (the same mass for every shape), and
   the paper's additive term recolours instead of erasing at any |w|.
 
-    edit = erasekit.erase(pipe, "gie", ["nude"], strength=-2.0)
+    edit = erasekit.erase(pipe, "gie", ["nude"], strength=-1.5)
     edit.apply(pipe); images = erasekit.generate(pipe, ["a photo of a person on the beach"], seeds=[0])
 """
 from __future__ import annotations
@@ -53,8 +53,8 @@ __all__ = ["GIEAttention", "GIEConfig", "GIESession", "ScaleAdapter", "active_st
 
 @dataclass
 class GIEConfig:
-    strength: float = -2.0          # w: fixed value (EIUP v1; the paper -1); negative suppresses. −2 from the sweep:
-                                    # the smallest |w| of 0.5, 1, 2, 4, 8 that erases both ShapeWorld concepts
+    strength: float = -1.5          # w: fixed value (EIUP v1; the paper −1); negative suppresses. −1.5 from the
+                                    # sweep: the smallest |w| of 0.5, 1, 1.5, 2, 4, 8 erasing both ShapeWorld concepts
     inhibitor: str = "projection"   # "projection" (erasekit; see above) or "additive" (the paper's w·M*·V(c*))
     cross_fraction: float = 1.0     # share of steps with the copied map and the injected term (the paper: 0.8)
     self_fraction: float = 0.4      # share of steps with branch 0's low-resolution self-attention maps

@@ -1,10 +1,12 @@
 """GIE's scale adapter: its training (the adapter and its files are `scale`). The authors did not release
 weights; this follows their description.
 
-For each training prompt, generate with GIE at every strength of a grid (|w| = 0, 0.5, 1, 2, 4 by default) and keep
-the smallest |w| at which the evaluator no longer sees the concept in any of the prompt's images (prompts that never
-show it get 0; prompts it survives get the largest |w|). The features are the E tokens' mean attention per
-cross-attention layer at the first step (recorded in the |w| = 0 run, which equals the adapter's probe pass); an
+For each training prompt, generate with GIE at every strength of a grid (|w| = 0, 0.5, 1, 1.5, 2, 4 by default)
+and keep the smallest |w| at which the evaluator no longer sees the concept in any of the prompt's images (prompts
+that never show it get 0; prompts it survives get the largest |w|). The features, per E token and cross-attention
+layer at the first step (recorded in the |w| = 0 run, which equals the adapter's probe pass), are the concept's
+gain in the row with the projection inhibitor (`processor.token_gains`) or the token's mean attention M* with the
+paper's additive one; an
 MLP regresses |w| on them. The authors' kind (`kind="authors"`, see `scale`) records its features in one more
 run at w = +1, as its probe pass does, and regresses w = −|w| with its raw output.
 
@@ -30,7 +32,7 @@ from .scale import ScaleAdapter, probe_strength
 
 @dataclass
 class AdapterTraining:
-    grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)  # |w| values tried, ascending
+    grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 4.0)  # |w| values tried, ascending
     seeds: tuple[int, ...] = (100, 101)                    # per prompt; different from the bench's seeds
     fast: bool = False                                     # generate in GIE's fast mode instead of parity
     steps: int | None = None                               # sampler steps (default: the model's)
@@ -96,14 +98,7 @@ def fit(features: torch.Tensor, labels: torch.Tensor, cfg: AdapterTraining) -> t
 
     Why the margin: the smallest |w| that removes the concept from a prompt's few training images sits on the
     boundary, and on new seeds about half the images survive it (measured on ShapeWorld: 55 % and 63 % of the
-    bench's target images kept the concept with a margin of 1). With the projection inhibitor the images that never
-    show the concept are left out of the fit: there w changes nothing (the projection is zero), and their label 0
-    only pulled the concept's predictions down."""
-    if cfg.inhibitor == "projection":
-        keep = labels > 0
-        if not keep.any():
-            raise ErasekitError("no training image shows the concept: nothing to fit the scale adapter on")
-        features, labels = features[keep], labels[keep]
+    bench's target images kept the concept with a margin of 1)."""
     torch.manual_seed(cfg.seed)
     x = features.reshape(-1, features.shape[-1]).float()
     y = cfg.margin * labels.repeat_interleave(features.shape[1]).float()

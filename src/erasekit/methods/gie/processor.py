@@ -78,8 +78,9 @@ class GIEAttention:
         return out
 
     def _inhibit(self, attn, q, k, v, mask, out: torch.Tensor) -> torch.Tensor:
-        """The growth inhibitor on the prompt rows' output (`inhibitor_term`); at a run's first step it records
-        M*'s mean per E token (the adapter's features). M* = softmax(Q K(c*)ᵀ/√d) over Enc(E)'s rows."""
+        """The growth inhibitor on the prompt rows' output; at a run's first step it records the scale adapter's
+        features per E token: M*'s mean (additive), the concept's gain in the row (projection, `token_gains`).
+        M* = softmax(Q K(c*)ᵀ/√d) over Enc(E)'s rows."""
         s = self.session
         if not (s.recording or s.active("cross")) or not s.pairs:
             return out
@@ -88,19 +89,21 @@ class GIEAttention:
         rows = [row for row, _ in s.pairs]
         q_rows = q[rows]
         m_star = (q_rows @ k_star.transpose(-1, -2) * attn.scale).softmax(-1)[..., s.columns]  # (P, h, n, E)
-        if s.recording:
-            s.recorded[self.name] = m_star.mean(dim=(1, 2)).detach().float().cpu()
-        if not s.active("cross"):
-            return out
-        weights = s.weights().to(q.device, q.dtype)  # (P, E)
         base = self._base(attn, q, k, v, mask, out)
         if s.inhibitor == "additive":
-            out[rows] = base + (m_star * weights[:, None, None, :]) @ v_star[:, s.columns]
+            if s.recording:
+                s.recorded[self.name] = m_star.mean(dim=(1, 2)).detach().float().cpu()
+            if s.active("cross"):
+                out[rows] = base + (m_star * s.weights().to(q)[:, None, None, :]) @ v_star[:, s.columns]
             return out  # `out` is this call's own tensor
         c_null = s.c_null.to(q.dtype)
         k_null, v_null = _heads(attn, attn.to_k(c_null))[0], _heads(attn, attn.to_v(c_null))[0]
-        empty = (q_rows @ k_null.transpose(-1, -2) * attn.scale).softmax(-1) @ v_null  # the empty prompt's output
-        out[rows] = base + projection_term(base - empty, m_star, v_star - v_null, s.columns, weights)
+        content = base - (q_rows @ k_null.transpose(-1, -2) * attn.scale).softmax(-1) @ v_null  # less the empty's
+        values = v_star - v_null
+        if s.recording:
+            s.recorded[self.name] = token_gains(content, m_star, values, s.columns).detach().float().cpu()
+        if s.active("cross"):
+            out[rows] = base + projection_term(content, m_star, values, s.columns, s.weights().to(q))
         return out
 
     def _base(self, attn, q, k, v, mask, out: torch.Tensor) -> torch.Tensor:
@@ -128,6 +131,17 @@ def projection_term(content: torch.Tensor, m_star: torch.Tensor, values: torch.T
     gain = ((content * direction).sum(-1, keepdim=True)
             / (direction * direction).sum(-1, keepdim=True).clamp_min(1e-12)).clamp_min(0)
     return weights.mean(-1)[:, None, None, None] * gain * direction
+
+
+def token_gains(content: torch.Tensor, m_star: torch.Tensor, values: torch.Tensor, columns: list[int]
+                ) -> torch.Tensor:
+    """(P, E): each E token's gain max(0, ⟨content, a_i⟩ / ⟨a_i, a_i⟩), a_i = M*_i (V(c*_i) − V(c_∅,i)), averaged
+    over heads and queries — how much of the concept the row carries: the scale adapter's features with the
+    projection inhibitor (M*'s mean, the paper's feature, is the same for every ShapeWorld prompt)."""
+    directions = m_star.unsqueeze(-1) * values[:, columns].unsqueeze(1)  # (P, h, n, E, d)
+    gains = ((content.unsqueeze(-2) * directions).sum(-1)
+             / (directions * directions).sum(-1).clamp_min(1e-12)).clamp_min(0)  # (P, h, n, E)
+    return gains.mean(dim=(1, 2))
 
 
 def _map(attn, q, k, mask, rows: list[int]) -> torch.Tensor:
