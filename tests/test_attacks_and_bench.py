@@ -54,7 +54,7 @@ def test_small_bench_on_shapeworld(tmp_path):
     from erasekit.bench import COLUMNS, run_bench
     rows = run_bench(["uce", "gie-fast", "uce-plain"], ["triangle"], tmp_path, seeds=2, progress=lambda *_: None)
     assert [r["method"] for r in rows] == ["original", "uce", "gie-fast", "uce-plain"]
-    assert rows[2]["options"] == {"strength": -8.0, "fast": True}
+    assert rows[2]["options"] == {"fast": True} and rows[2]["target_pooled"] <= 0.1  # GIE's defaults erase
     assert rows[3]["target_heldout"] < rows[0]["target_heldout"]  # the bare word, on held-out phrasings
     rows = rows[:2]
     for row in rows:

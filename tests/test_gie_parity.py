@@ -186,7 +186,7 @@ def test_authors_fit_regresses_w_and_records_features_at_plus_one(sd1):
     torch.manual_seed(0)
     features = torch.rand(64, 1, 5)
     labels = 8 * features[:, 0, 2]
-    adapter, mae = fit(features, labels, AdapterTraining(iterations=1500, kind="authors"))
+    adapter, mae = fit(features, labels, AdapterTraining(iterations=1500, kind="authors", margin=1.0))
     assert adapter.kind == "authors" and mae < 0.5
     with torch.no_grad():
         assert (adapter.strength(features[:, 0]) - (-labels)).abs().mean() < 0.5
