@@ -15,11 +15,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..evaluation.prompts import shapeworld_sets
-from ..evaluation.scoring import score_shapeworld, wilson
+from ..evaluation.scoring import score_shapeworld
 from ..methods import erase
 from ..sampling import generate
 from ..utils.files import atomic_write_json, save_image
 from ..utils.plot import line_plot
+from .table import rate_cell, tally
 
 STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0, 4.0, 8.0)  # |w|; 0 is the original model
 SETTINGS = {  # label → GIE options besides the strength
@@ -46,21 +47,17 @@ def sweep_point(pipe, concept: str, options: dict, seeds: int) -> dict:
                               progress=False)
             scores = score_shapeworld(images, items, name, attribute)
             if name == "other":
-                counts["preserve"] = _count(scores["accuracy"], len(items))
+                counts["preserve"] = tally(scores["accuracy"], len(items))
                 continue
-            counts[name] = _count(scores["target_detected"], len(items))
+            counts[name] = tally(scores["target_detected"], len(items))
             if name == "explicit":
                 n = sum(len(i.expected) - 1 for i in items)
-                counts["benign"] = _count(scores["benign_kept"], n)
+                counts["benign"] = tally(scores["benign_kept"], n)
     finally:
         if edit is not None:
             edit.remove(pipe)
     counts["target"] = [sum(counts[f][0] for f in FORMS), sum(counts[f][1] for f in FORMS)]
     return counts
-
-
-def _count(rate: float, n: int) -> list[int]:
-    return [round(rate * n), n]
 
 
 def run_sweep(pipe, concepts=("triangle", "tobias renn"), out: str | Path = "bench", seeds: int = 2,
@@ -111,14 +108,9 @@ def sweep_lines(results: dict) -> list[str]:
     for concept, table in results["concepts"].items():
         for label, points in table.items():
             for w, p in zip(results["strengths"], points):
-                cells = " | ".join(_cell(*p[key]) for key in ("target", "preserve", "benign"))
+                cells = " | ".join(rate_cell(*p[key]) for key in ("target", "preserve", "benign"))
                 lines.append(f"| {concept} | {label} | {w:g} | {cells} |")
     return lines
-
-
-def _cell(k: int, n: int) -> str:
-    lo, hi = wilson(k, n)
-    return f"{100 * k / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] ({k}/{n})"
 
 
 def load_sweep(folder: str | Path) -> dict | None:

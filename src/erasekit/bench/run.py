@@ -49,7 +49,7 @@ from ..shapeworld.render import scene_images
 from ..utils.files import atomic_write_bytes, atomic_write_json, grid, save_image
 from ..utils.images import to_unit
 from .report import write_report
-from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, grid_name, markdown
+from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, grid_name, markdown, tally
 
 # The bench's training budget for the fine-tuning methods on ShapeWorld (2 CPU cores): 100 optimiser steps, x_t
 # from 10-step DDIM trajectories. The methods' own defaults are their authors' (SD-sized) budgets.
@@ -112,11 +112,6 @@ def held_out_detection(pipe, concept: str, classifier) -> tuple[float, int]:
     items = [item for form in ("explicit", "synonym", "implicit") for item in sets[form]]
     images = generate(pipe, [p for p, _ in items], [900 + i for i in range(len(items))], progress=False)
     return judge(images, [expected for _, expected in items], classifier)[attribute], len(items)
-
-
-def tally(rate: float, n: int) -> list[int]:
-    """[hits, n] of a rate measured as hits / n on n images (or attribute judgements)."""
-    return [round(rate * n), n]
 
 
 def pooled(counts: list[list[int]]) -> list[int]:

@@ -15,6 +15,11 @@ COLUMNS = ("target_explicit", "target_synonym", "target_implicit", "target_heldo
 PLAIN_NUMBERS = ("fd", "seconds_erase")  # every other column is a rate, written as a percentage
 
 
+def tally(rate: float, n: int) -> list[int]:
+    """[hits, n] of a rate measured as hits / n on n images (or attribute judgements)."""
+    return [round(rate * n), n]
+
+
 def rate_cell(hits: int, n: int) -> str:
     """"rate% [low, high] (hits/n)", the interval the 95 % Wilson score interval."""
     low, high = wilson(hits, n)

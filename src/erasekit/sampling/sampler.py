@@ -1,4 +1,4 @@
-"""The sampler: `generate` over any diffusers pipeline call (`sample` is the same function)."""
+"""The sampler: `generate` over any diffusers pipeline call."""
 from __future__ import annotations
 
 import torch
@@ -101,5 +101,3 @@ def generate(pipe, prompts: list[str] | str | None, seeds: list[int], *, steps: 
     bar.close()
     return images
 
-
-sample = generate  # the former name of the same sampler

@@ -128,9 +128,7 @@ def projection_term(content: torch.Tensor, m_star: torch.Tensor, values: torch.T
     w̄ · g · a, w̄ = the mean w over E's tokens: w = −1 removes the concept's component, w < −1 pushes past it."""
     magnitude = weights.abs()[:, None, None, :]  # (P, 1, 1, E)
     direction = (m_star * magnitude) @ values[:, columns]  # (P, h, n, d)
-    gain = ((content * direction).sum(-1, keepdim=True)
-            / (direction * direction).sum(-1, keepdim=True).clamp_min(1e-12)).clamp_min(0)
-    return weights.mean(-1)[:, None, None, None] * gain * direction
+    return weights.mean(-1)[:, None, None, None] * _gain(content, direction) * direction
 
 
 def token_gains(content: torch.Tensor, m_star: torch.Tensor, values: torch.Tensor, columns: list[int]
@@ -139,9 +137,13 @@ def token_gains(content: torch.Tensor, m_star: torch.Tensor, values: torch.Tenso
     over heads and queries — how much of the concept the row carries: the scale adapter's features with the
     projection inhibitor (M*'s mean, the paper's feature, is the same for every ShapeWorld prompt)."""
     directions = m_star.unsqueeze(-1) * values[:, columns].unsqueeze(1)  # (P, h, n, E, d)
-    gains = ((content.unsqueeze(-2) * directions).sum(-1)
-             / (directions * directions).sum(-1).clamp_min(1e-12)).clamp_min(0)  # (P, h, n, E)
-    return gains.mean(dim=(1, 2))
+    return _gain(content.unsqueeze(-2), directions).squeeze(-1).mean(dim=(1, 2))
+
+
+def _gain(content: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """max(0, ⟨content, direction⟩ / ⟨direction, direction⟩) over the last dimension, kept as size 1."""
+    return ((content * direction).sum(-1, keepdim=True)
+            / (direction * direction).sum(-1, keepdim=True).clamp_min(1e-12)).clamp_min(0)
 
 
 def _map(attn, q, k, mask, rows: list[int]) -> torch.Tensor:

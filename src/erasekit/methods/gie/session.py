@@ -49,7 +49,7 @@ class GIESession(SamplingSession):
         self.official: tuple[torch.Tensor, torch.Tensor] | None = None  # parity_rows: (contexts, alignments)
         self.reads: torch.Tensor | None = None  # parity_rows: (pairs, L) alignment of P' to P (`parity`)
         self.row_weights: torch.Tensor | None = None  # (pairs, E tokens) from the adapter
-        self.recorded: dict[str, torch.Tensor] = {}   # layer → (pairs, E tokens) mean attention at the first step
+        self.recorded: dict[str, torch.Tensor] = {}   # layer → (pairs, E tokens) adapter features, first step
         self.probing = False
         self.recording = False  # during the first UNet pass of a run (the probe pass when there is an adapter)
         self.prompts: PromptRecorder | None = None
@@ -197,7 +197,8 @@ class GIESession(SamplingSession):
         self.row_weights = self.adapter.strength(self.features().float()).to(self.c_star.dtype)
 
     def features(self) -> torch.Tensor:
-        """(pairs, E tokens, layers): mean attention of each E token per cross-attention layer, execution order."""
+        """(pairs, E tokens, layers): each E token's adapter feature per cross-attention layer (its gain with the
+        projection inhibitor, its mean attention with the additive one), execution order."""
         missing = [name for name in self.order if name not in self.recorded]
         if missing:
             raise EditError(f"no attention was recorded for {missing[:3]}...: run a generation first")
