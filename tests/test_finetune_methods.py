@@ -112,6 +112,9 @@ def test_lora_training_exports_a_lora_plain_diffusers_loads(tiny_dirs, tmp_path)
     ({"lr": float("nan")}, TrainingError, "lr must be"),
     ({"steps": 0}, TrainingError, "steps must be"),
     ({"trainable": "no_such_layer"}, ErasekitError, "matches no parameter"),
+    ({"loss_weighting": "snr"}, ErasekitError, "loss_weighting must be"),
+    ({"pool_seeds": -1}, ErasekitError, "pool_seeds must be"),
+    ({"step_window": (0.8, 0.2)}, ErasekitError, "step_window must be"),
 ])
 def test_bad_settings_are_refused_before_training(tiny_dirs, tmp_path, options, error, match):
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
@@ -120,11 +123,37 @@ def test_bad_settings_are_refused_before_training(tiny_dirs, tmp_path, options, 
     assert not (tmp_path / "w" / "checkpoint").exists()
 
 
+def test_a_trajectory_pool_serves_its_own_steps_within_the_window(tiny_dirs):
+    from erasekit.methods.esd import ESDXConfig
+    from erasekit.methods.finetune import FineTuning, Prompts, TrajectoryPool
+    from erasekit.sampling import trajectory
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    config = ESDXConfig(sample_steps=4, pool_seeds=2, batch_size=3, step_window=(0.5, 1.0))
+    prompts = Prompts.encode(pipe, ["a cat", "a photo of a cat"])
+    with FineTuning.of(pipe, config) as tuning:
+        pool = TrajectoryPool.sample(pipe, prompts, config, tuning.frozen)
+        index, x, t = pool.draw(torch.Generator().manual_seed(3), 3, config.step_window)
+    k = list(pool.timesteps).index(t)
+    assert k in (2, 3) and pool.latents.shape[:2] == (4, 4)
+    for row, i in enumerate(index.tolist()):  # each drawn x_t is step k of one of its prompt's trajectories
+        runs = [trajectory(pipe, None, [config.seed * 100_003 + i * 2 + m], steps=4, guidance=3.0, keep=[k],
+                           prompt_embeds=prompts.embeddings[i:i + 1]).latents[k] for m in range(2)]
+        assert any(torch.allclose(x[row:row + 1], run, atol=1e-5) for run in runs)
+
+
+def test_guidance_weighting_makes_the_first_esd_loss_the_square_of_one_plus_eta(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])  # before any update, prediction − target = (1 + η)(ε_c − ε_∅)
+    for eta in (1.0, 0.5):
+        edit = erasekit.erase(pipe, "esd-x", ["cat"], **{**TINY, "steps": 1}, eta=eta, loss_weighting="guidance",
+                              pool_seeds=1)
+        assert edit.metadata["protocol"]["first_loss"] == pytest.approx((1 + eta) ** 2, rel=1e-4)
+
+
 def test_a_loss_that_becomes_nan_stops_with_a_clear_error(tiny_dirs, monkeypatch):
     import erasekit.methods.abo as abo
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
     before = unet_state(pipe)
-    monkeypatch.setattr(abo.F, "mse_loss", lambda a, b: (a - b).pow(2).mean() * float("nan"))
+    monkeypatch.setattr(abo, "weighted_mse", lambda a, b, w: (a - b).pow(2).mean() * float("nan"))
     with pytest.raises(TrainingError, match="loss became nan"):
         erasekit.erase(pipe, "abo", ["cat"], anchor="dog", **TINY)
     assert all(torch.equal(v, before[k]) for k, v in unet_state(pipe).items())

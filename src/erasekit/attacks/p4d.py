@@ -48,6 +48,7 @@ class P4D(SearchAttack):
     lr: float = 0.1
     trajectories: int = 2
     check_every: int = 10
+    check_batch: int = 16  # latents per UNet call when a check measures the loss over every step
     seed: int = 0
     name = "p4d"
 
@@ -93,12 +94,23 @@ class P4D(SearchAttack):
             run = trajectory(pipe, prompt, seeds, keep="all")
             target_text = encode(pipe, [prompt]).embeddings
             targets = [predict(pipe, run.latents[k], t, target_text) for k, t in enumerate(run.timesteps)]
+        steps = len(run.timesteps)
+        latents, every_target = torch.cat([run.latents[k] for k in range(steps)]), torch.cat(targets)
+        times = run.timesteps.repeat_interleave(len(seeds))
 
         def loss_of(k: int):
             adversarial = predict(pipe, run.latents[k], run.timesteps[k], soft.encode(pipe, True))
             return F.mse_loss(adversarial.float(), targets[k].float())
 
-        initial, best_loss, checks = self.optimise(soft, loss_of, len(targets), generator)
+        @torch.no_grad()
+        def mean_loss() -> float:  # every step at once, in chunks: one call per chunk, not per step
+            embeds, total = soft.encode(pipe, True), 0.0
+            for chunk in torch.arange(len(times)).split(self.check_batch):
+                adversarial = predict(pipe, latents[chunk], times[chunk], embeds)
+                total += (adversarial.float() - every_target[chunk].float()).pow(2).sum().item()
+            return total / every_target.numel()
+
+        initial, best_loss, checks = self.optimise(soft, loss_of, mean_loss, steps, generator)
         ids = soft.projected(pipe)
         with torch.no_grad():
             embeds = soft.encode(pipe, True)
@@ -106,16 +118,11 @@ class P4D(SearchAttack):
                         "loss_initial": initial, "loss_final": best_loss, "checks": checks,
                         **token_layout(ids, soft.positions)}
 
-    def optimise(self, soft: SoftPrompt, loss_of, steps: int, generator: torch.Generator):
+    def optimise(self, soft: SoftPrompt, loss_of, mean_loss, steps: int, generator: torch.Generator):
         """Adam on the soft tokens, one random trajectory step per iteration; leaves them at the best checked
-        projected prompt. (loss at the start, best loss, checks made), losses the mean over all steps."""
+        projected prompt. (loss at the start, best loss, checks made), losses `mean_loss()`: over all steps."""
         if self.check_every < 1:
             raise AttackError(f"{self.name}: check_every must be at least 1, not {self.check_every}")
-
-        def mean_loss() -> float:
-            with torch.no_grad():
-                return sum(loss_of(k).item() for k in range(steps)) / steps
-
         initial = best_loss = mean_loss()
         best, checks = soft.embeddings.detach().clone(), 0
         optimiser = torch.optim.Adam([soft.embeddings], lr=self.lr)

@@ -19,13 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..concepts import ConceptError
 from ..sampling import decode, invert, predict, settings, trajectory
 from ..utils.images import to_uint8
-from .finetune import (FineTuneConfig, FineTuning, Prompts, draw_noised_latents, finetuned_edit, run_training,
-                       training_prompts)
+from .finetune import (FineTuneConfig, FineTuning, Prompts, finetuned_edit, latent_sampler, run_training,
+                       sample_weights, training_prompts, weighted_mse)
 from .registry import register_method
 
 
@@ -45,16 +44,19 @@ def check_alternatives(spec) -> None:
 
 
 def abo_loss(pipe, tuning, prompts: Prompts, alternatives: Prompts | None, config: ABOConfig):
+    draw = latent_sampler(pipe, tuning, prompts, config)
+
     def loss_fn(ctx):
-        index, x, t = draw_noised_latents(pipe, tuning, prompts, config, ctx.generator)
+        index, x, t = draw(ctx.generator)
         with tuning.frozen():
             empty = predict(pipe, x, t, prompts.empty, prompts.empty_pooled)
             wanted = torch.zeros_like(empty) if alternatives is None else \
                 predict(pipe, x, t, *alternatives.rows(index)) - empty
+            weights = None if config.loss_weighting == "none" else \
+                sample_weights(predict(pipe, x, t, *prompts.rows(index)), empty, config)
         own_empty = predict(pipe, x, t, prompts.empty, prompts.empty_pooled)
         guidance = predict(pipe, x, t, *prompts.rows(index)) - own_empty
-        return F.mse_loss(guidance.float(), wanted.float()) + config.lam_u * F.mse_loss(own_empty.float(),
-                                                                                       empty.float())
+        return weighted_mse(guidance, wanted, weights) + config.lam_u * weighted_mse(own_empty, empty, weights)
     return loss_fn
 
 

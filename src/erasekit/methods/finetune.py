@@ -159,10 +159,24 @@ class FineTuneConfig:
     seed: int = 0
     sample_steps: int | None = None  # DDIM steps of the x_t trajectories (None: the model's sampler default)
     sample_guidance: float = 3.0     # guidance of those trajectories
+    step_window: tuple[float, float] = (0.0, 1.0)  # share of those steps x_t is drawn from (0: first, 1: last)
+    pool_seeds: int = 0              # > 0: that many trajectories per prompt, sampled once and reused; 0: a fresh
+                                     # trajectory every step (the authors')
+    loss_weighting: str = "none"     # "guidance": each sample's loss over the frozen model's guidance energy
     trainable: str = ""              # a named selection (finetune.SELECTIONS) or a regex; empty: the method's
     lora_rank: int = 0               # > 0: train rank-r LoRA adapters (peft) instead of the weights themselves
     gradient_checkpointing: bool = False
     work_dir: str = ""               # checkpoints and loss log here; a run found there resumes
+
+    def __post_init__(self):
+        if self.loss_weighting not in ("none", "guidance"):
+            raise ErasekitError(f"loss_weighting must be 'none' or 'guidance', not {self.loss_weighting!r}")
+        if self.pool_seeds < 0:
+            raise ErasekitError(f"pool_seeds must be ≥ 0, not {self.pool_seeds}")
+        first, last = self.step_window
+        if not 0 <= first < last <= 1:
+            raise ErasekitError(f"step_window must be (first, last) with 0 ≤ first < last ≤ 1, "
+                                f"not {self.step_window}")
 
     def training(self) -> TrainingConfig:
         return TrainingConfig(steps=self.steps, lr=self.lr, optimizer=self.optimizer, grad_clip=self.grad_clip,
@@ -205,15 +219,83 @@ class Prompts:
         return self.embeddings[index], None if self.pooled is None else self.pooled[index]
 
 
+def window_steps(window: tuple[float, float], steps: int) -> tuple[int, int]:
+    """The steps [first, last) of a `steps`-step trajectory that a share window (0: first step, 1: after the last)
+    covers; at least one."""
+    first = min(steps - 1, int(round(window[0] * steps)))
+    return first, max(first + 1, int(round(window[1] * steps)))
+
+
+@dataclass
+class TrajectoryPool:
+    """The frozen model's DDIM trajectories for every prompt × `seeds` seeds, sampled once with each step's input
+    latents kept: drawing x_t from it costs no sampling (a fresh trajectory per training step costs more UNet calls
+    than the loss itself)."""
+    latents: torch.Tensor  # [steps, prompts × seeds, ...]: prompt-major
+    timesteps: torch.Tensor
+    seeds: int
+
+    @classmethod
+    def sample(cls, pipe, prompts: Prompts, config: "FineTuneConfig", model, chunk: int = 8) -> "TrajectoryPool":
+        steps = config.sample_steps or sampler_defaults(pipe)[0]
+        seeds = [config.seed * 100_003 + i for i in range(len(prompts.texts) * config.pool_seeds)]
+        rows = torch.arange(len(prompts.texts)).repeat_interleave(config.pool_seeds)
+        parts = []
+        with model():
+            for start in range(0, len(seeds), chunk):
+                embeddings, pooled = prompts.rows(rows[start:start + chunk])
+                run = trajectory(pipe, None, seeds[start:start + chunk], steps=steps, keep="all",
+                                 guidance=config.sample_guidance, prompt_embeds=embeddings,
+                                 pooled_prompt_embeds=pooled)
+                parts.append(torch.stack([run.latents[k] for k in range(steps)]))
+        return cls(torch.cat(parts, 1), ddim_scheduler(pipe, steps).timesteps, config.pool_seeds)
+
+    def draw(self, generator, batch: int, window: tuple[float, float]):
+        prompts = self.latents.shape[1] // self.seeds
+        index = torch.randint(prompts, (batch,), generator=generator)
+        member = torch.randint(self.seeds, (batch,), generator=generator)
+        first, last = window_steps(window, len(self.timesteps))
+        k = first + int(torch.randint(last - first, (1,), generator=generator))
+        return index, self.latents[k, index * self.seeds + member], self.timesteps[k]
+
+
+def latent_sampler(pipe, tuning: "FineTuning", prompts: Prompts, config: "FineTuneConfig",
+                   window: tuple[float, float] | None = None, model=None):
+    """A function of a step's generator giving (prompt indices, x_t, t): from a TrajectoryPool when the config
+    asks for one (`pool_seeds`), else a fresh trajectory each call (`draw_noised_latents`)."""
+    if config.pool_seeds:
+        pool = TrajectoryPool.sample(pipe, prompts, config, model or tuning.frozen)
+        return lambda generator: pool.draw(generator, config.batch_size, window or config.step_window)
+    return lambda generator: draw_noised_latents(pipe, tuning, prompts, config, generator, window, model)
+
+
+def sample_weights(concept: torch.Tensor, empty: torch.Tensor, config: "FineTuneConfig") -> torch.Tensor | None:
+    """Per-sample loss weights: with `loss_weighting="guidance"`, 1 / mean (ε(x_t, c) − ε(x_t, ∅))² of the frozen
+    model, so that every step of the trajectory counts alike (on ShapeWorld the guidance is 10–25× weaker in the
+    last steps, where the shape and style are drawn); None for "none"."""
+    if config.loss_weighting == "none":
+        return None
+    return 1.0 / (concept - empty).float().pow(2).flatten(1).mean(1).clamp_min(1e-8)
+
+
+def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean squared error, each sample's scaled by its weight (plain MSE without weights)."""
+    per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
+    return per_sample.mean() if weights is None else (per_sample * weights).mean()
+
+
 def draw_noised_latents(pipe, tuning: FineTuning, prompts: Prompts, config: FineTuneConfig, generator,
-                        early: float = 1.0, model=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        window: tuple[float, float] | None = None, model=None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(prompt indices, x_t, t): a batch of prompts and seeds, and the frozen model's DDIM trajectory for them
-    stopped at a random step among the first `early` share of steps, all drawn from the step's generator.
-    `model`: a context manager factory giving the model to sample with (default: the frozen one)."""
+    stopped at a random step in `window` (shares of the steps; default: the config's `step_window`), all drawn from
+    the step's generator. `model`: a context manager factory giving the model to sample with (default: the frozen
+    one)."""
     steps = config.sample_steps or sampler_defaults(pipe)[0]
     index = torch.randint(len(prompts.texts), (config.batch_size,), generator=generator)
     seeds = torch.randint(0, 2**31 - 1, (config.batch_size,), generator=generator).tolist()
-    k = int(torch.randint(max(1, round(early * steps)), (1,), generator=generator))
+    first, last = window_steps(window or config.step_window, steps)
+    k = first + int(torch.randint(last - first, (1,), generator=generator))
     embeddings, pooled = prompts.rows(index)
     with (model or tuning.frozen)():
         x = trajectory(pipe, None, seeds, steps=steps, guidance=config.sample_guidance, stop_at=k,

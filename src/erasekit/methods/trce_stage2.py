@@ -53,8 +53,8 @@ def steer(pipe, concept_pairs: list[tuple[str, str]], config, stage1) -> tuple[d
             return F.relu(closer + config.margin).mean()
 
         def loss_fn(ctx):
-            index, x, t = draw_noised_latents(pipe, tuning, bad, config, ctx.generator, early=config.early_fraction,
-                                              model=original)
+            index, x, t = draw_noised_latents(pipe, tuning, bad, config, ctx.generator,
+                                              window=(0.0, config.early_fraction), model=original)
             _, x_u, t_u = draw_noised_latents(pipe, tuning, blank, config, ctx.generator, model=original)
             with original():
                 toward, away = guided(x, t, good.rows(index)), guided(x, t, bad.rows(index))
