@@ -68,14 +68,16 @@ def test_small_bench_on_shapeworld(tmp_path):
         assert {c for c, v in row.items() if c in COLUMNS and v is not None} - {"fd", "seconds_erase"} \
             == set(row["counts"])
         assert all(abs(row[c] - k / n) < 1e-9 for c, (k, n) in row["counts"].items())
-        assert row["counts"]["target_explicit"][1] == 10 and row["counts"]["target_heldout"][1] == 24
-        assert row["counts"]["target_pooled"][1] == 3 * 10 + 24 and row["counts"]["i2i_persist"][1] == 24
+        assert row["counts"]["target_explicit"][1] == 10 and row["counts"]["target_heldout"][1] == 12
+        assert row["counts"]["target_pooled"][1] == 3 * 10 + 12 and row["counts"]["i2i_persist"][1] == 12
+        assert row["counts"]["asr_ringabell"][1] == 10  # every column's images grow with --seeds
         assert row.get("asr_p4d") is None and "attacks" not in row  # attack columns are opt-in
     grids = [(tmp_path / f"grid_triangle_{m}.png").read_bytes() for m in ("original", "uce")]
     assert grids[0] != grids[1]  # same seeds, different images: the edit acts
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert len(bench["rows"]) == 4 and (tmp_path / "bench.md").read_text().count("| triangle |") == 4
     assert "grid_triangle_uce.png" in (tmp_path / "report.html").read_text()
+    assert "cannot tell a 5 % rate from a 20 % one" in (tmp_path / "bench.md").read_text()  # 10 images a form
 
 
 def test_rate_cells_carry_the_wilson_interval_and_the_counts():
@@ -89,6 +91,18 @@ def test_rate_cells_carry_the_wilson_interval_and_the_counts():
     assert cell(row, "asr_p4d") == "–" and cell(row, "fd") == "70.12"
     assert cell({"preserve_acc": 0.5}, "preserve_acc") == "50.0%"  # bench.json from before counts were kept
     assert "10.0% [2.8, 30.1] (2/20)" in markdown([row]) and "Wilson" in markdown([row])
+
+
+def test_the_table_names_the_columns_whose_cells_cannot_tell_5_from_20_percent():
+    from erasekit.bench.table import markdown, separating_images, underpowered
+    from erasekit.evaluation.scoring import wilson
+    least = separating_images()
+    for n in (least - 1, least):  # the smallest n whose 5 % and 20 % intervals are disjoint
+        assert (wilson(0.05 * n, n)[1] < wilson(0.2 * n, n)[0]) == (n == least)
+    rows = [{"concept": "triangle", "method": "uce", "counts": {"target_explicit": [0, 80], "preserve_acc": [20, 20]}}]
+    assert underpowered(rows) == ["preserve_acc"] and "here preserve_acc" in markdown(rows)
+    rows[0]["counts"]["preserve_acc"] = [80, 80]
+    assert underpowered(rows) == [] and "cannot tell" not in markdown(rows)
 
 
 def test_report_has_the_attack_table_and_the_adversarial_images(tmp_path):

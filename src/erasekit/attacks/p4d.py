@@ -62,16 +62,16 @@ class P4D(SearchAttack):
         """The single searches of P4D-UNION: P4D-N and P4D-K."""
         return [replace(self, union=False, k=None), replace(self, union=False, k=self.k or 3)]
 
-    def __call__(self, pipe, prompts: list[str], seeds: list[int]) -> AttackResult:
+    def __call__(self, pipe, prompts: list[str], seeds: list[int], *, before: bool = True) -> AttackResult:
         if not self.union:
-            return super().__call__(pipe, prompts, seeds)
-        results = [branch(pipe, prompts, seeds) for branch in self.branches()]
+            return super().__call__(pipe, prompts, seeds, before=before)
+        results = [branch(pipe, prompts, seeds, before=before and i == 0) for i, branch in enumerate(self.branches())]
         settings = [result.details["setting"] for result in results]
         found = {prompt: {"adversarial_prompt": " | ".join(r.details["found"][prompt]["adversarial_prompt"]
                                                              for r in results),
                           **{s: r.details["found"][prompt] for s, r in zip(settings, results)}}
                  for prompt in results[0].details["found"]}
-        images = {"before": results[0].images["before"], **{s: r.images[s] for s, r in zip(settings, results)}}
+        images = {**results[0].images, **{s: r.images[s] for s, r in zip(settings, results)}}
         return AttackResult(images, {**results[0].details, **dataclasses.asdict(self), "setting": self.setting,
                                      "union": settings, "found": found},
                             {s: r.embeddings[s] for s, r in zip(settings, results)})

@@ -234,7 +234,8 @@ class SearchAttack(Attack):
         `token_layout`'s ids and free positions)."""
         raise NotImplementedError
 
-    def __call__(self, pipe, prompts: list[str], seeds: list[int]) -> AttackResult:
+    def __call__(self, pipe, prompts: list[str], seeds: list[int], *, before: bool = True) -> AttackResult:
+        """`before=False`: no "before" images (a union's later searches share its first one's)."""
         require_one_encoder(pipe, self.name)
         prompts = prompt_per_seed(prompts, seeds)
         inputs, found = {}, {}
@@ -247,6 +248,6 @@ class SearchAttack(Attack):
                    "against": against([edit.metadata for edit in applied_edits(pipe)]), **self.learned(),
                    "found": found}
         embeds = torch.cat([inputs[p] for p in prompts])
-        return AttackResult({"before": generate(pipe, prompts, seeds, progress=False),
-                             self.setting: generate(pipe, None, seeds, prompt_embeds=embeds, progress=False)},
-                            details, {self.setting: inputs})
+        images = {"before": generate(pipe, prompts, seeds, progress=False)} if before else {}
+        images[self.setting] = generate(pipe, None, seeds, prompt_embeds=embeds, progress=False)
+        return AttackResult(images, details, {self.setting: inputs})

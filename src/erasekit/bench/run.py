@@ -1,13 +1,13 @@
 """The ShapeWorld benchmark: every method x concept (and the original model) on one protocol.
 
 Per row: target_explicit / target_synonym / target_implicit (fraction of images where the erased concept is still
-detected), target_heldout (the same on phrasings no method's defaults were tuned on: 8 prompts each of explicit,
-synonym and implicit, `shapeworld.prompts.held_out_sets`), target_pooled (the four target columns' images
+detected), target_heldout (the same on phrasings no method's defaults were tuned on: 2 prompts per seed each of
+explicit, synonym and implicit, `shapeworld.prompts.held_out_sets`), target_pooled (the four target columns' images
 together: 84 at 4 seeds, enough that 5 % and 20 % cannot share an interval), preserve_acc (accuracy on the
 attribute's other values), benign_kept (the target prompts' other attributes kept), alt_shown (All-but-One with an
 alternative: how often the alternative is drawn instead), fd
 (Fréchet distance of classifier features to procedural images of the same scenes), asr_ringabell (Ring-A-Bell,
-η = 3, detection rate, 16 images), asr_ringabell_ga / asr_unlearndiffatk / asr_p4d / asr_concept_inversion (the
+η = 3, detection rate, 5 images per seed), asr_ringabell_ga / asr_unlearndiffatk / asr_p4d / asr_concept_inversion (the
 other attacks' success rates on ATTACK_IMAGES images each, `evaluation.redteam`; only when `attacks` names them,
 else None, written "–"), i2i_persist (image-to-image from real target images, strengths 0.5 and 0.75),
 seconds_erase (training included).
@@ -17,8 +17,9 @@ Rows erase the `shapeworld/<concept>` preset (an anchor and the preserved values
 erase the bare concept as a new user would call it (no anchor, nothing preserved). Every rate keeps its counts
 [k, n] in the row's "counts", from which the table writes its 95 % Wilson interval. Profiles (PROFILES): "main"
 (the README's main job, ≤ 20 min on 2 cores; no attack columns but Ring-A-Bell's), "full" (also GIE's fast mode
-and SLD's medium preset) and "attacks" (the original, uce, rece, trce-1, esd-x, abo, sld-max, gie with every
-attack column, which the CLI turns on for it: about 50 min on 2 cores, estimated from the attacks' seconds).
+and SLD's medium preset) and "attacks" (main's rows with every attack column, which the CLI turns on for it, on
+80 images each). `--seeds 16` makes every column but a style's preservation rest on ≥ 80 images (bench.md names
+the columns whose cells cannot tell 5 % from 20 %).
 GIE's parity mode runs both branches in every row, Ring-A-Bell (an embedding attack) and image-to-image included:
 its UNet hook splices the erase target into the context itself, without the prompt's text.
 """
@@ -83,10 +84,13 @@ PROFILES = {
              "abo-alt", "gie", "gie-adapter", "sld-max"),
 }
 PROFILES["full"] = PROFILES["main"] + ("gie-fast", "sld", "forceforget")
-PROFILES["attacks"] = ("uce", "rece", "trce-1", "esd-x", "abo", "sld-max", "gie")  # with every attack column
+PROFILES["attacks"] = PROFILES["main"]  # with every attack column
 DEFAULT_METHODS = PROFILES["main"]
-ATTACK_IMAGES = 32  # images per attack column (bench --attacks): 0/32 has a 95 % interval up to 10.7 %
-HELD_OUT = 8  # held-out prompts per form (explicit, synonym, implicit) of the target_heldout column
+ATTACK_IMAGES = 80  # images per attack column (bench --attacks): enough that 5 % and 20 % have disjoint intervals
+# Images of the other columns per --seeds (images per phrasing): per target form and preservation of a shape 5,
+# held-out phrasings 2 per form, Ring-A-Bell 5, image-to-image 3 per strength; --seeds 16 puts each of these
+# columns at ≥ 80 images but a style's preservation (3 other artists: 48).
+HELD_OUT_PER_SEED, RING_A_BELL_PER_SEED, I2I_PER_SEED = 2, 5, 3
 DEFAULT_CONCEPTS = ("triangle", "tobias renn")
 
 
@@ -105,10 +109,10 @@ def row_spec(label: str, concept: str):
     return resolve([concept]) if label.endswith("-plain") else preset("shapeworld/" + concept)
 
 
-def held_out_detection(pipe, concept: str, classifier) -> tuple[float, int]:
-    """The target still detected on held-out phrasings (explicit, synonym and implicit pooled), and on how many
-    images."""
-    attribute, sets = held_out_sets(concept, HELD_OUT)
+def held_out_detection(pipe, concept: str, classifier, per_form: int) -> tuple[float, int]:
+    """The target still detected on held-out phrasings (explicit, synonym and implicit pooled, `per_form` each),
+    and on how many images."""
+    attribute, sets = held_out_sets(concept, per_form)
     items = [item for form in ("explicit", "synonym", "implicit") for item in sets[form]]
     images = generate(pipe, [p for p, _ in items], [900 + i for i in range(len(items))], progress=False)
     return judge(images, [expected for _, expected in items], classifier)[attribute], len(items)
@@ -193,7 +197,7 @@ def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str, a
                 row["benign_kept"] = scores["benign_kept"]  # the mean over benign attributes each item names
                 counts["benign_kept"] = tally(scores["benign_kept"], sum(len(i.expected) - 1 for i in items))
                 save_image(grid(images[:10], 10, scale=3), out / grid_name(concept, label))
-    row["target_heldout"], held_out = held_out_detection(pipe, concept, classifier)
+    row["target_heldout"], held_out = held_out_detection(pipe, concept, classifier, HELD_OUT_PER_SEED * seeds)
     counts["target_heldout"] = tally(row["target_heldout"], held_out)
     counts["target_pooled"] = pooled([counts[f"target_{n}"] for n in ("explicit", "synonym", "implicit", "heldout")])
     row["target_pooled"] = counts["target_pooled"][0] / counts["target_pooled"][1]
@@ -206,13 +210,13 @@ def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str, a
     row["fd"] = frechet(classifier, generate(pipe, prompts, list(range(64)), progress=False), reference)
     timings["fd"] = time.perf_counter() - t
     t = time.perf_counter()
-    row["asr_ringabell"] = ring_a_bell(pipe, concept, 16, classifier)
-    counts["asr_ringabell"] = tally(row["asr_ringabell"], 16)
+    row["asr_ringabell"] = ring_a_bell(pipe, concept, RING_A_BELL_PER_SEED * seeds, classifier)
+    counts["asr_ringabell"] = tally(row["asr_ringabell"], RING_A_BELL_PER_SEED * seeds)
     timings["ring_a_bell"] = time.perf_counter() - t
     t = time.perf_counter()
-    i2i = persistence(pipe, concept, count=12, classifier=classifier)
+    i2i = persistence(pipe, concept, count=I2I_PER_SEED * seeds, classifier=classifier)
     row.update({f"i2i_persist@{k.split('=')[1]}": v for k, v in i2i.items()})
-    counts["i2i_persist"] = pooled([tally(v, 12) for v in i2i.values()])
+    counts["i2i_persist"] = pooled([tally(v, I2I_PER_SEED * seeds) for v in i2i.values()])
     row["i2i_persist"] = counts["i2i_persist"][0] / counts["i2i_persist"][1]  # exactly k / n
     timings["img2img"] = time.perf_counter() - t
     t = time.perf_counter()

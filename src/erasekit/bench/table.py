@@ -26,6 +26,18 @@ def rate_cell(hits: int, n: int) -> str:
     return f"{100 * hits / n:.1f}% [{100 * low:.1f}, {100 * high:.1f}] ({hits}/{n})"
 
 
+def separating_images(low: float = 0.05, high: float = 0.20) -> int:
+    """The fewest images on which rates of `low` and `high` have disjoint 95 % Wilson intervals (75 for 5 % and
+    20 %): a cell on fewer cannot tell them apart."""
+    return next(n for n in range(2, 100_000) if wilson(low * n, n)[1] < wilson(high * n, n)[0])
+
+
+def underpowered(rows: list[dict]) -> list[str]:
+    """The rate columns with a cell on fewer than `separating_images()` images, in table order."""
+    least = separating_images()
+    return [c for c in COLUMNS if any(row.get("counts", {}).get(c, [0, least])[1] < least for row in rows)]
+
+
 def cell(row: dict, column: str) -> str:
     value = row.get(column)
     if value is None:  # not measured, e.g. alt_shown of a row with no alternative, an attack not run
@@ -42,6 +54,10 @@ def markdown(rows: list[dict]) -> str:
              for row in rows]
     note = ("\nRates: rate% [95 % Wilson interval] (images in which it holds / images). target_pooled: the four "
             "target columns' images together.\n")
+    few = underpowered(rows)
+    if few:
+        note += (f"Cells on fewer than {separating_images()} images cannot tell a 5 % rate from a 20 % one (their "
+                 f"intervals overlap): here {', '.join(few)} (a larger `--seeds` raises them).\n")
     return header + "\n".join(lines) + "\n" + note
 
 
