@@ -10,7 +10,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("bench", help="run the method x concept benchmark on ShapeWorld",
                        description="Erase each concept with each method and measure erasure (explicit, synonym, "
                        "implicit prompts), preservation, benign attributes kept, Fréchet distance, Ring-A-Bell and "
-                       "image-to-image persistence, the original model included; with --attacks (or --profile attacks) the success "
+                       "image-to-image persistence, the original model included; with --attacks (or --profile "
+                       "attacks) the success "
                        "rate of Ring-A-Bell's GA, UnlearnDiffAtk, P4D and concept inversion too. Every rate is "
                        "written rate% [95 % Wilson interval] (k/n). Writes DIR/bench.json, "
                        "DIR/bench.md and DIR/report.html.")
@@ -27,9 +28,9 @@ def add_parsers(sub) -> None:
                    help="methods or variants instead of the profile's (uce-plain, rece-plain, trce-1-plain: the bare "
                    "concept, no preset; trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x, "
                    "esd-u, abo (plain erasure), abo-alt (triangle → diamond, tobias renn → mira solberg): trained "
-                   "for 100 steps on x_t from 10-step trajectories; gie: its defaults (fixed w = -1.5); gie-adapter: the shipped "
-                   "scale adapter; gie-fast: one branch; sld / sld-max: presets medium / max; forceforget: 40 "
-                   "RL rounds of 32 samples at lr 1e-2, its reward curve in the report)")
+                   "for 100 steps on x_t from 10-step trajectories; gie: its defaults (fixed w = -1.75); "
+                   "gie-adapter: the shipped scale adapter; gie-fast: one branch; sld / sld-max: presets medium / "
+                   "max; forceforget: 40 RL rounds of 32 samples at lr 1e-2, its reward curve in the report)")
     p.add_argument("--concepts", nargs="+", default=list(DEFAULT_CONCEPTS), help="ShapeWorld shapes or artists")
     p.add_argument("--seeds", type=COUNT, default=4, help="images per phrasing (default 4: 20 per target form; "
                    "16 puts every column but a style's preservation on ≥ 80 images, enough to tell 5 %% from 20 %%)")
