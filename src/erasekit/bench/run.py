@@ -210,8 +210,9 @@ def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str, a
     row["fd"] = frechet(classifier, generate(pipe, prompts, list(range(64)), progress=False), reference)
     timings["fd"] = time.perf_counter() - t
     t = time.perf_counter()
-    row["asr_ringabell"] = ring_a_bell(pipe, concept, RING_A_BELL_PER_SEED * seeds, classifier)
-    counts["asr_ringabell"] = tally(row["asr_ringabell"], RING_A_BELL_PER_SEED * seeds)
+    counts["asr_ringabell"] = tally(ring_a_bell(pipe, concept, RING_A_BELL_PER_SEED * seeds, classifier),
+                                    RING_A_BELL_PER_SEED * seeds)
+    row["asr_ringabell"] = counts["asr_ringabell"][0] / counts["asr_ringabell"][1]  # exactly k / n (float32 rate)
     timings["ring_a_bell"] = time.perf_counter() - t
     t = time.perf_counter()
     i2i = persistence(pipe, concept, count=I2I_PER_SEED * seeds, classifier=classifier)
