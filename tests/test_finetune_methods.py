@@ -141,6 +141,23 @@ def test_a_trajectory_pool_serves_its_own_steps_within_the_window(tiny_dirs):
         assert any(torch.allclose(x[row:row + 1], run, atol=1e-5) for run in runs)
 
 
+@pytest.mark.parametrize("method, options", [("esd-x", {}), ("abo", {"anchor": "dog"}),
+                                             ("trce", {"anchor": "dog", "lam": 1e-3})])
+def test_every_fine_tuner_draws_from_the_pool_when_asked(tiny_dirs, tmp_path, monkeypatch, method, options):
+    import erasekit.methods.finetune as finetune
+    def fresh(*args, **kwargs):
+        raise AssertionError("a fresh trajectory was sampled despite pool_seeds")
+    draws, draw = [], finetune.TrajectoryPool.draw
+    monkeypatch.setattr(finetune, "draw_noised_latents", fresh)
+    monkeypatch.setattr(finetune.TrajectoryPool, "draw", lambda self, *a: draws.append(1) or draw(self, *a))
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    if method == "trce":
+        options = {**options, "cache_dir": str(tmp_path)}
+    edit = erasekit.erase(pipe, method, ["cat"], **TINY, **options, pool_seeds=1)
+    assert len(draws) == TINY["steps"] * (2 if method == "trce" else 1)  # TRCE: malicious and blank x_t
+    assert edit.metadata["protocol"]["last_loss"] is not None
+
+
 def test_guidance_weighting_makes_the_first_esd_loss_the_square_of_one_plus_eta(tiny_dirs):
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])  # before any update, prediction − target = (1 + η)(ε_c − ε_∅)
     for eta in (1.0, 0.5):

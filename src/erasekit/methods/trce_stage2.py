@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..edits import edit_state
 from ..sampling import predict
-from .finetune import FineTuning, Prompts, draw_noised_latents, run_training, swapped
+from .finetune import FineTuning, Prompts, latent_sampler, run_training, swapped
 
 PROMPT_TEMPLATE = "a photo of {}"
 
@@ -52,10 +52,12 @@ def steer(pipe, concept_pairs: list[tuple[str, str]], config, stage1) -> tuple[d
             closer = (prediction - toward).pow(2).flatten(1).mean(1) - (prediction - away).pow(2).flatten(1).mean(1)
             return F.relu(closer + config.margin).mean()
 
+        draw_bad = latent_sampler(pipe, tuning, bad, config, window=(0.0, config.early_fraction), model=original)
+        draw_blank = latent_sampler(pipe, tuning, blank, config, model=original)
+
         def loss_fn(ctx):
-            index, x, t = draw_noised_latents(pipe, tuning, bad, config, ctx.generator,
-                                              window=(0.0, config.early_fraction), model=original)
-            _, x_u, t_u = draw_noised_latents(pipe, tuning, blank, config, ctx.generator, model=original)
+            index, x, t = draw_bad(ctx.generator)
+            _, x_u, t_u = draw_blank(ctx.generator)
             with original():
                 toward, away = guided(x, t, good.rows(index)), guided(x, t, bad.rows(index))
             with tuning.frozen():
