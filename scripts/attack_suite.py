@@ -66,7 +66,7 @@ def main() -> None:
                 found = cells.setdefault((concept, model), {})
                 for name in args.attacks:
                     found[name] = o = attack_once(pipe, name, concept, args.images, classifier)
-                    print(f"{concept} | {model} | {name} | {rate_cell(o.hits, o.n)} | before {o.before} | "
+                    print(f"{concept} | {model} | {name} | {rate_cell(o.hits, o.n)} | "
                           f"{o.seconds:.1f} s | {o.prompt[:60]!r}", flush=True)
             finally:
                 if edit is not None:

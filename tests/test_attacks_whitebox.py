@@ -141,7 +141,7 @@ def test_p4d_k_inserts_a_token_after_every_kth_word():
 
 def test_p4d_union_counts_an_image_when_either_search_shows_the_concept(tiny_dirs):
     from erasekit.attacks import AttackResult
-    from erasekit.evaluation.redteam import union_of
+    from erasekit.evaluation.redteam import successes
     from erasekit.evaluation.scoring import attack_record
 
     class Marks:  # a detector reading the verdict off the fake image's name
@@ -154,12 +154,31 @@ def test_p4d_union_counts_an_image_when_either_search_shows_the_concept(tiny_dir
                            "p4d-k3": ["k0", "k1+", "k2"]}, {"setting": "p4d-union", "union": ["p4d-n", "p4d-k3"]})
     record = attack_record(result, Marks(), ["p"] * 3, [0, 1, 2], [])
     assert record["hits"]["p4d-union"] == 2 and record["hits"]["p4d-n"] == 1
-    shown, images = union_of(result, Marks())
-    assert shown.tolist() == [True, True, False] and images == ["n0+", "k1+", "n2"]
+    shown, images, setting = successes(result, Marks())
+    assert shown.tolist() == [True, True, False] and images == ["n0+", "k1+", "n2"] and setting == "p4d-union"
     pipe = erasekit.load_pipeline(tiny_dirs["sd2"])
     real = P4D("cat", iterations=2, tokens=3)(pipe, ["a photo of a cat"], [0])
     assert set(real.images) == {"before", "p4d-n", "p4d-k3"} and real.details["union"] == ["p4d-n", "p4d-k3"]
     assert set(real.details["found"]["a photo of a cat"]) == {"adversarial_prompt", "p4d-n", "p4d-k3"}
+
+
+def test_an_attack_with_separate_settings_is_scored_at_its_strongest():
+    from erasekit.attacks import AttackResult
+    from erasekit.evaluation.redteam import successes
+    from erasekit.evaluation.scoring import attack_record
+
+    class Marks:
+        name = "marks"
+
+        def present(self, images):
+            return torch.tensor([image.endswith("+") for image in images])
+
+    # Ring-A-Bell's η sweep: η = 3 shows it twice, η = 1 once, η = 5 twice (later: the first of equals wins)
+    result = AttackResult({"eta=1": ["a0+", "a1", "a2"], "eta=3": ["b0", "b1+", "b2+"], "eta=5": ["c0+", "c1+", "c2"]},
+                          {"attack": "ring-a-bell"})
+    shown, images, setting = successes(result, Marks())
+    assert setting == "eta=3" and shown.tolist() == [False, True, True] and images == ["b0", "b1+", "b2+"]
+    assert attack_record(result, Marks(), ["p"] * 3, [0, 1, 2], [])["strongest"] == "eta=3"
 
 
 def test_sdxl_is_refused_clearly(tiny_dirs, concept_dir):
@@ -232,10 +251,10 @@ def test_unknown_attack_is_refused_by_the_parser(tmp_path, capsys):
                                          ("ring-a-bell-ga", 0.75)])  # P4D-UNION (P4D-N alone at 40 iterations: 69 %)
 def test_each_attack_brings_triangles_back_on_the_original_shapeworld_model(name, least):
     from erasekit.detectors import for_concept
-    from erasekit.evaluation.redteam import union_of
+    from erasekit.evaluation.redteam import successes
     pipe = erasekit.load_pipeline(None)
     result = build_attack(name, "triangle")(pipe, ["a red triangle"], list(range(8)))
-    shown, _ = union_of(result, for_concept("triangle"))
+    shown, _, _ = successes(result, for_concept("triangle"))
     assert shown.float().mean() >= least
 
 

@@ -166,6 +166,14 @@ def test_guidance_weighting_makes_the_first_esd_loss_the_square_of_one_plus_eta(
         assert edit.metadata["protocol"]["first_loss"] == pytest.approx((1 + eta) ** 2, rel=1e-4)
 
 
+def test_plain_all_but_one_pushes_the_target_guidance_past_zero(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])  # before any update: guidance − wanted = (1 + η) g, ε_∅ kept
+    for eta in (1.0, 0.0):  # 0: the authors' plain erasure (the guidance made to vanish)
+        edit = erasekit.erase(pipe, "abo", ["cat"], anchor="", **{**TINY, "steps": 1}, eta=eta,
+                              loss_weighting="guidance", pool_seeds=1)
+        assert edit.metadata["protocol"]["first_loss"] == pytest.approx((1 + eta) ** 2, rel=1e-4)
+
+
 def test_a_loss_that_becomes_nan_stops_with_a_clear_error(tiny_dirs, monkeypatch):
     import erasekit.methods.abo as abo
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])

@@ -84,6 +84,7 @@ def run(args) -> int:
         low, high = record["wilson_95"][setting]
         print(f"{setting}: attack success rate {100 * rate:.1f}% (95% interval {100 * low:.1f}-{100 * high:.1f}%, "
               f"{record['hits'][setting]}/{len(seeds)})")
+    print(f"strongest setting: {record['strongest']}")
     for setting, rate in record.get("before_or_after", {}).items():
         print(f"{setting}: shown before or after the attack {100 * rate:.1f}%")
     for prompt, found in result.details.get("found", {}).items():

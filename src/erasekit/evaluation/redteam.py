@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..attacks import build_attack
+from ..attacks.whitebox import SearchAttack
 from ..detectors import shapeworld_detector
 from ..errors import ErasekitError
 from ..shapeworld.domain import SHAPE_NAMES, find_concept
@@ -38,34 +39,36 @@ class AttackOutcome:
     attack: str
     hits: int  # images in which the classifier finds the concept after the attack
     n: int
-    before: int | None  # the same on the prompts as given (searching attacks), None where not generated
     seconds: float  # the whole attack: search and generation
-    prompt: str  # the first adversarial prompt found ("" for an embedding attack)
+    prompt: str  # the first adversarial prompt found (an embedding attack: the setting scored, "eta=3")
     images: list = field(repr=False, default_factory=list)
 
 
 def attack_once(pipe, name: str, concept: str, images: int, classifier=None, **options) -> AttackOutcome:
     """Attack `concept` on `images` images (seeds 0 … images − 1) with the registered attack `name` (its
-    defaults; Ring-A-Bell at η = 3) and count the images that show the concept."""
-    if name == "ring-a-bell":
-        options = {"strengths": (3.0,), **options}
+    defaults) and count the images that show the concept. Timed: the search and the adversarial images (the
+    prompts' own images, the pre-attack rate, are the bench's target columns and are not generated here)."""
     attack = build_attack(name, concept, **options)
     prompts, seeds = attack_prompts(concept, images), list(range(images))
     start = time.perf_counter()
-    result = attack(pipe, prompts, seeds)
+    result = attack(pipe, prompts, seeds, before=False) if isinstance(attack, SearchAttack) else \
+        attack(pipe, prompts, seeds)
     seconds = time.perf_counter() - start
-    detector = shapeworld_detector(concept, classifier)
-    shown, chosen = union_of(result, detector)
+    shown, chosen, setting = successes(result, shapeworld_detector(concept, classifier))
     found = next(iter(result.details.get("found", {}).values()), {})
-    before = int(detector.present(result.images["before"]).sum()) if "before" in result.images else None
-    return AttackOutcome(name, int(shown.sum()), images, before, seconds, found.get("adversarial_prompt", ""), chosen)
+    return AttackOutcome(name, int(shown.sum()), images, seconds, found.get("adversarial_prompt", setting), chosen)
 
 
-def union_of(result, detector) -> tuple[torch.Tensor, list]:
-    """Per image, whether the attack succeeded, and the image to show: an attack with several settings in
-    `details["union"]` (P4D-UNION) succeeds where any of them shows the concept, and shows that image; else the
-    one attacked setting."""
-    settings = result.details.get("union") or [next(s for s in result.images if s != "before")]
+def successes(result, detector) -> tuple[torch.Tensor, list, str]:
+    """Per image, whether the attack succeeded; the image to show; the setting scored. An attack with several
+    settings in `details["union"]` (P4D-UNION) succeeds where any of them shows the concept, and shows that image;
+    one with several separate settings (Ring-A-Bell's η sweep) is scored at its strongest setting, the one that
+    shows the concept most often (the authors report their best η); else its one setting."""
+    union = result.details.get("union")
+    settings = union or [s for s in result.images if s != "before"]
     shown = torch.stack([detector.present(result.images[s]).bool() for s in settings])
+    if not union:
+        best = int(shown.sum(1).argmax())  # the first of equally strong settings
+        return shown[best], list(result.images[settings[best]]), settings[best]
     first = shown.float().argmax(0)  # the first setting that shows it (0 where none does)
-    return shown.any(0), [result.images[settings[int(j)]][i] for i, j in enumerate(first)]
+    return shown.any(0), [result.images[settings[int(j)]][i] for i, j in enumerate(first)], result.details["setting"]

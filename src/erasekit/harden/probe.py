@@ -9,7 +9,7 @@ import torch
 
 from ..attacks import build_attack
 from ..evaluation.prompts import shapeworld_sets
-from ..evaluation.redteam import attack_prompts, union_of
+from ..evaluation.redteam import attack_prompts, successes
 from ..evaluation.scoring import score_shapeworld
 from ..sampling import generate
 from .config import HardenConfig
@@ -47,7 +47,7 @@ def run_attack(pipe, name: str, concept: str, detector, config: HardenConfig, ro
     prompts = [prompts[i % len(prompts)] for i in range(config.images)]
     t = time.perf_counter()
     result = attack(pipe, prompts, seeds)
-    shown, _ = union_of(result, detector)
+    shown, _, _ = successes(result, detector)
     found = [item for setting in result.details.get("union") or [result.details["setting"]]
              for item in successful(result, setting, prompts, detector)]
     return AttackRun(name, int(shown.sum()), len(seeds), time.perf_counter() - t, found)
