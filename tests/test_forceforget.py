@@ -52,6 +52,34 @@ def test_an_untrained_safe_adapter_changes_nothing_and_a_trained_one_only_its_po
     assert delta[:, -4:].abs().sum() > 0 and delta[:, :-4].abs().sum() == 0
 
 
+def test_muted_adapters_give_the_original_and_the_keep_term_holds_the_unconditional_to_it(tiny_dirs):
+    from erasekit.edits import muted
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    before = images(pipe)
+    adapters = safe_adapters(pipe.unet, {"positions": "all", "tokens": 4, "lora_rank": 0})
+    for adapter in adapters.values():
+        torch.nn.init.normal_(adapter.projection, std=0.5)
+    with attached(pipe.unet, adapters, "output"):
+        with muted(adapters):
+            assert np.array_equal(images(pipe), before)
+        assert not np.array_equal(images(pipe), before)
+
+    empty = erasekit.encode(pipe, [""]).embeddings
+    x, t = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(0)), 500
+
+    def drift(edit):  # how far the edited model's unconditional output moved from the original's
+        with torch.no_grad():
+            original = pipe.unet(x, t, encoder_hidden_states=empty).sample
+            edit.apply(pipe)
+            adapted = pipe.unet(x, t, encoder_hidden_states=empty).sample
+            edit.remove(pipe)
+        return (adapted - original).pow(2).mean().item()
+
+    free, kept = (run(pipe, iterations=4, lam_keep=keep, keep_samples=4) for keep in (0.0, 1e3))
+    assert kept.metadata["protocol"]["first_loss"] == free.metadata["protocol"]["first_loss"]  # zero at the start
+    assert drift(kept) < drift(free)
+
+
 def test_safe_adapter_positions(tiny_dirs):
     layer = torch.nn.Linear(8, 4)
     context = torch.randn(2, 10, 8)

@@ -86,9 +86,11 @@ def attach(unet: torch.nn.Module, adapters: dict[str, torch.nn.Module], mode: st
     handles = []
     for name, adapter in adapters.items():
         if mode == "input":
-            handle = modules[name].register_forward_pre_hook(lambda m, args, a=adapter: (a(args[0]), *args[1:]))
+            handle = modules[name].register_forward_pre_hook(
+                lambda m, args, a=adapter: None if getattr(a, "muted", False) else (a(args[0]), *args[1:]))
         elif mode == "output":
-            handle = modules[name].register_forward_hook(lambda m, args, out, a=adapter: out + a(args[0]))
+            handle = modules[name].register_forward_hook(
+                lambda m, args, out, a=adapter: None if getattr(a, "muted", False) else out + a(args[0]))
         else:
             raise EditError(f"adapter mode must be 'input' or 'output', not {mode!r}")
         handles.append(handle)
@@ -104,3 +106,16 @@ def attached(unet: torch.nn.Module, adapters: dict[str, torch.nn.Module], mode: 
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def muted(adapters: dict[str, torch.nn.Module]):
+    """Attached adapters pass their modules through unchanged for the duration: the original model's predictions
+    without unhooking (a trainer's regulariser towards the original, e.g. ForceForget's `lam_keep`)."""
+    for adapter in adapters.values():
+        adapter.muted = True
+    try:
+        yield adapters
+    finally:
+        for adapter in adapters.values():
+            adapter.muted = False

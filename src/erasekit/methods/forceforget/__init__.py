@@ -12,8 +12,13 @@ Reconstructed (the paper is silent; DDPO's defaults as declared assumptions): lr
 clip 1, 1 inner epoch, advantages normalised per prompt over each round's samples (DDPO keeps running per-prompt
 statistics; a round here samples each prompt `samples_per_prompt` times instead, so nothing but the weights has to
 be checkpointed; and the residuals are divided by their spread pooled over the round, not per prompt, so that
-a prompt whose samples scored almost alike does not turn noise into full-size advantages), λs equal, LoRA rank 4, 75 % target prompts per round. Budgets (`iterations`, `batch_size`) are
-ShapeWorld-sized (minutes on 2 CPU cores); on SD turn them up (the paper's GPU time is not given).
+a prompt whose samples scored almost alike does not turn noise into full-size advantages), λs equal, LoRA rank 4,
+75 % target prompts per round. `lam_keep` (default 0, the paper's reward alone) adds DPOK's regulariser (Fan et
+al. 2023) in the form of a squared distance: the adapted UNet's output kept to the original's (adapters muted) on
+the unconditional rows and the benign prompts' rows at the sampled latents — the empty prompt's tail positions
+carry the adapter too, so the reward alone lets classifier-free guidance's reference drift. Budgets
+(`iterations`, `batch_size`) are ShapeWorld-sized (minutes on 2 CPU cores); on SD turn them up (the paper's GPU time
+is not given).
 
 Each optimiser step trains every sampled trajectory at `timestep_fraction` of its steps (the accumulated
 micro-batches of one step are its timesteps, as DDPO accumulates); checkpoints fall on round boundaries, where the
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from ...edits import AdapterEdit, attached, safe_adapters
+from ...edits import AdapterEdit, attached, muted, safe_adapters
 from ...errors import ErasekitError
 from ...models.fingerprint import fingerprint
 from ...models.layers import kv_weights
@@ -66,6 +71,9 @@ class ForceForgetConfig:
     positions: str = "tail"          # Safe Adapter positions: tail (paper) | head | all
     tokens: int = 4                  # Safe Adapter width in positions (paper: 4)
     lora_rank: int = 4               # reconstruction: LoRA rank on the cross-attention K/V (0: adapter only)
+    lam_keep: float = 0.0            # reconstruction: weight of keeping the original's unconditional and benign
+                                     # predictions at the sampled latents (DPOK's KL term); 0: reward alone (paper)
+    keep_samples: int = 8            # samples of a micro-batch the keep term is measured on (its cost)
     reward: str = "auto"             # auto | shapeworld | detector-clip
     detector: object = "nudenet"     # detector-clip: "nudenet" or a callable images → probabilities
     clip_model: str = ""             # detector-clip: CLIP folder or hub id (required there)
@@ -86,7 +94,9 @@ class ForceForgetConfig:
             raise ErasekitError(f"samples_per_prompt must be from 1 to batch_size, not {self.samples_per_prompt}")
         if self.eta <= 0:
             raise ErasekitError("ForceForget samples with DDIM η > 0 (its steps need log-probabilities)")
-        for name in ("lam_safe", "lam_align", "clip_range"):
+        if self.keep_samples < 1:
+            raise ErasekitError(f"keep_samples must be ≥ 1, not {self.keep_samples}")
+        for name in ("lam_safe", "lam_align", "clip_range", "lam_keep"):
             if not getattr(self, name) >= 0 or getattr(self, name) != getattr(self, name):
                 raise ErasekitError(f"{name} must be a number ≥ 0, not {getattr(self, name)}")
         if self.lam_safe + self.lam_align <= 0:
@@ -121,8 +131,9 @@ class PolicyLoss:
     """The loss of one micro-batch (= one timestep of every sampled trajectory): a new round is sampled at the
     first micro-batch of each round's first step."""
 
-    def __init__(self, pipe, pool, reward, config: ForceForgetConfig, log: RewardLog):
+    def __init__(self, pipe, pool, reward, config: ForceForgetConfig, log: RewardLog, adapters: dict):
         self.pipe, self.pool, self.reward, self.config, self.log = pipe, pool, reward, config, log
+        self.adapters = adapters
         self.scheduler, self.rollout, self.round = schedule(pipe, config), None, None
         # a deterministic step (the last one with set_alpha_to_one) has no log-probability to train
         self.stochastic = [k for k, t in enumerate(self.scheduler.timesteps)
@@ -143,7 +154,30 @@ class PolicyLoss:
                                        r.latents[:, k + 1], self.config.eta)
         loss, _ = clipped_policy_loss(log_prob, r.log_probs[:, k], r.advantages, self.config.clip_range,
                                       self.config.advantage_clip)
+        if self.config.lam_keep > 0:
+            loss = loss + self.config.lam_keep * self.keep_loss(r, k, ctx)
         return loss
+
+    def keep_loss(self, r, k: int, ctx) -> torch.Tensor:
+        """Mean squared difference between the adapted and the original UNet output at step k, on the unconditional
+        rows of `keep_samples` of the round's samples and on the conditional rows of the benign ones among them:
+        what the reward alone leaves free to drift (the empty prompt's tail positions carry the adapter too)."""
+        n, cond = r.latents.shape[0], r.cond
+        g = torch.Generator().manual_seed(derived_seed(self.config.seed, "keep", ctx.step, ctx.micro))
+        picked = torch.randperm(n, generator=g)[:self.config.keep_samples].tolist()
+        rows = picked + [n + i for i in picked if not r.prompts[i].harmful] if cond.guided else \
+            [i for i in picked if not r.prompts[i].harmful]
+        if not rows:
+            return r.latents.new_zeros(())
+        samples = [row % n for row in rows]
+        t = self.scheduler.timesteps[k]
+        x = self.scheduler.scale_model_input(r.latents[samples, k], t)
+        added = None if cond.added is None else {key: v[rows] for key, v in cond.added.items()}
+        unet = self.pipe.unet
+        adapted = unet(x, t, encoder_hidden_states=cond.embeddings[rows], added_cond_kwargs=added).sample
+        with torch.no_grad(), muted(self.adapters):
+            original = unet(x, t, encoder_hidden_states=cond.embeddings[rows], added_cond_kwargs=added).sample
+        return (adapted.float() - original.float()).pow(2).mean()
 
     def timesteps(self, step: int) -> list[int]:
         """The trajectory steps trained at optimiser step `step`: a permutation drawn from (seed, step)."""
@@ -160,7 +194,7 @@ def erase_forceforget(pipe, spec, config: ForceForgetConfig):
     adapters = safe_adapters(pipe.unet, config.adapter_config(), config.seed)
     parameters = {f"{name}::{k}": p for name, a in adapters.items() for k, p in a.named_parameters()}
     log = RewardLog(config.work_dir)
-    loss = PolicyLoss(pipe, pool, reward, config, log)
+    loss = PolicyLoss(pipe, pool, reward, config, log, adapters)
     record = {"method": "forceforget", "config": config.record(), "pool": [p.text for p in pool]}
     with attached(pipe.unet, adapters, "output"):
         result = train(loss, parameters, config.training(loss.trained_steps()), folder=config.work_dir or None,
