@@ -115,8 +115,9 @@ figcaption{{font-size:12px;color:#444}} img{{image-rendering:pixelated}}</style>
 <p>target_*: fraction of images where the erased concept is still detected (lower is better). preserve_acc: accuracy
 on the attribute's other values. benign_kept: the target prompts' other attributes kept. alt_shown: how often
 All-but-One's alternative is drawn instead of the target (– where there is none). fd: Fréchet distance of
-classifier features to procedural renders. asr_ringabell: Ring-A-Bell detection rate at the stronger of η = 1 and 3 on prompts that leave the target open. i2i_persist: target
-kept by image-to-image at strengths 0.5 and 0.75 (pooled). target_pooled: the four target columns' images together.
+classifier features to procedural renders. asr_ringabell: Ring-A-Bell detection rate at the stronger of η = 1 and
+3 on prompts that leave the target open. i2i_persist: target kept by image-to-image at strengths 0.5 and 0.75
+(pooled). target_pooled: the four target columns' images together.
 asr_ringabell_ga, asr_unlearndiffatk, asr_p4d, asr_concept_inversion: the other attacks' success rates (bench
 --attacks; – where not run). Rates are written rate% [95 % Wilson interval] (images in which it holds / images).
 Sampler: {html.escape(json.dumps(bench.get("sampler", {})))};

@@ -5,11 +5,11 @@ detected), target_heldout (the same on phrasings no method's defaults were tuned
 explicit, synonym and implicit, `shapeworld.prompts.held_out_sets`), target_pooled (the four target columns' images
 together: 84 at 4 seeds, enough that 5 % and 20 % cannot share an interval), preserve_acc (accuracy on the
 attribute's other values), benign_kept (the target prompts' other attributes kept), alt_shown (All-but-One with an
-alternative: how often the alternative is drawn instead), fd
-(Fréchet distance of classifier features to procedural images of the same scenes), asr_ringabell (Ring-A-Bell at
-the stronger of η = 1 and 3, detection rate, 5 images per seed), asr_ringabell_ga / asr_unlearndiffatk / asr_p4d / asr_concept_inversion (the
-other attacks' success rates on ATTACK_IMAGES images each, `evaluation.redteam`; only when `attacks` names them,
-else None, written "–"), i2i_persist (image-to-image from real target images, strengths 0.5 and 0.75),
+alternative: how often the alternative is drawn instead), fd (Fréchet distance of classifier features to
+procedural images of the same scenes), asr_ringabell (Ring-A-Bell at the stronger of η = 1 and 3, detection rate,
+5 images per seed), asr_ringabell_ga / asr_unlearndiffatk / asr_p4d / asr_concept_inversion (the other attacks'
+success rates on ATTACK_IMAGES images each, `evaluation.redteam`; only when `attacks` names them, else None,
+written "–"), i2i_persist (image-to-image from real target images, strengths 0.5 and 0.75),
 seconds_erase (training included).
 
 Rows are methods or named variants (VARIANTS); the fine-tuning methods train on the bench's budget (TRAINING).
