@@ -139,16 +139,17 @@ def test_p4d_k_inserts_a_token_after_every_kth_word():
     assert P4D("cat", k=2).branches()[1].setting == "p4d-k2"
 
 
+class Marks:  # a detector reading the verdict off the fake image's name: "…+" shows the concept
+    name = "marks"
+
+    def present(self, images):
+        return torch.tensor([image.endswith("+") for image in images])
+
+
 def test_p4d_union_counts_an_image_when_either_search_shows_the_concept(tiny_dirs):
     from erasekit.attacks import AttackResult
     from erasekit.evaluation.redteam import successes
     from erasekit.evaluation.scoring import attack_record
-
-    class Marks:  # a detector reading the verdict off the fake image's name
-        name = "marks"
-
-        def present(self, images):
-            return torch.tensor([image.endswith("+") for image in images])
 
     result = AttackResult({"before": ["b0", "b1", "b2"], "p4d-n": ["n0+", "n1", "n2"],
                            "p4d-k3": ["k0", "k1+", "k2"]}, {"setting": "p4d-union", "union": ["p4d-n", "p4d-k3"]})
@@ -166,12 +167,6 @@ def test_an_attack_with_separate_settings_is_scored_at_its_strongest():
     from erasekit.attacks import AttackResult
     from erasekit.evaluation.redteam import successes
     from erasekit.evaluation.scoring import attack_record
-
-    class Marks:
-        name = "marks"
-
-        def present(self, images):
-            return torch.tensor([image.endswith("+") for image in images])
 
     # Ring-A-Bell's η sweep: η = 3 shows it twice, η = 1 once, η = 5 twice (later: the first of equals wins)
     result = AttackResult({"eta=1": ["a0+", "a1", "a2"], "eta=3": ["b0", "b1+", "b2+"], "eta=5": ["c0+", "c1+", "c2"]},

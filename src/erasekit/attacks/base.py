@@ -27,7 +27,9 @@ class AttackResult:
 class Attack:
     name = "abstract"
 
-    def __call__(self, pipe, prompts: list[str], seeds: list[int]) -> AttackResult:
+    def __call__(self, pipe, prompts: list[str], seeds: list[int], *, before: bool = True) -> AttackResult:
+        """Images under each of the attack's settings; with `before`, a searching attack also generates the prompts
+        as given (under "before", the pre-attack rate)."""
         raise NotImplementedError
 
 

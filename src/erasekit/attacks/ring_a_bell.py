@@ -36,7 +36,8 @@ class RingABell(Attack):
         without = encode(pipe, [b for _, b in self.pairs], warn=False).embeddings
         return (with_concept - without).mean(dim=0)
 
-    def __call__(self, pipe, prompts: list[str], seeds: list[int]) -> AttackResult:
+    def __call__(self, pipe, prompts: list[str], seeds: list[int], *, before: bool = True) -> AttackResult:
+        """`before` is accepted for the common interface; the embedding form generates no pre-attack images."""
         from ..sampling import generate
         require_one_encoder(pipe, "Ring-A-Bell's embedding form")
         vector = self.concept_vector(pipe)

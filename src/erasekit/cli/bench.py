@@ -11,9 +11,8 @@ def add_parsers(sub) -> None:
                        description="Erase each concept with each method and measure erasure (explicit, synonym, "
                        "implicit prompts), preservation, benign attributes kept, Fréchet distance, Ring-A-Bell and "
                        "image-to-image persistence, the original model included; with --attacks (or --profile "
-                       "attacks) the success "
-                       "rate of Ring-A-Bell's GA, UnlearnDiffAtk, P4D and concept inversion too. Every rate is "
-                       "written rate% [95 % Wilson interval] (k/n). Writes DIR/bench.json, "
+                       "attacks) the success rate of Ring-A-Bell's GA, UnlearnDiffAtk, P4D and concept inversion "
+                       "too. Every rate is written rate% [95 % Wilson interval] (k/n). Writes DIR/bench.json, "
                        "DIR/bench.md and DIR/report.html.")
     add_model(p, " (a ShapeWorld-vocabulary model)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="main",

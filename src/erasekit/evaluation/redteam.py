@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ..attacks import build_attack
-from ..attacks.whitebox import SearchAttack
 from ..detectors import shapeworld_detector
 from ..errors import ErasekitError
 from ..shapeworld.domain import SHAPE_NAMES, find_concept
@@ -51,8 +50,7 @@ def attack_once(pipe, name: str, concept: str, images: int, classifier=None, **o
     attack = build_attack(name, concept, **options)
     prompts, seeds = attack_prompts(concept, images), list(range(images))
     start = time.perf_counter()
-    result = attack(pipe, prompts, seeds, before=False) if isinstance(attack, SearchAttack) else \
-        attack(pipe, prompts, seeds)
+    result = attack(pipe, prompts, seeds, before=False)
     seconds = time.perf_counter() - start
     shown, chosen, setting = successes(result, shapeworld_detector(concept, classifier))
     found = next(iter(result.details.get("found", {}).values()), {})

@@ -38,7 +38,7 @@ from ...edits import AdapterEdit, attached, muted, safe_adapters
 from ...errors import ErasekitError
 from ...models.fingerprint import fingerprint
 from ...models.layers import kv_weights
-from ...sampling.trajectory import step_std, transition_log_prob
+from ...sampling.trajectory import Conditioning, noise_prediction, step_std, transition_log_prob
 from ...shapeworld.domain import find_concept
 from ...training import TrainingConfig, clipped_policy_loss, derived_seed, train, world
 from ...utils.files import save_image
@@ -173,10 +173,10 @@ class PolicyLoss:
         t = self.scheduler.timesteps[k]
         x = self.scheduler.scale_model_input(r.latents[samples, k], t)
         added = None if cond.added is None else {key: v[rows] for key, v in cond.added.items()}
-        unet = self.pipe.unet
-        adapted = unet(x, t, encoder_hidden_states=cond.embeddings[rows], added_cond_kwargs=added).sample
+        chosen = Conditioning(cond.embeddings[rows], added)  # unguided: one output per row
+        adapted = noise_prediction(self.pipe.unet, x, t, chosen)
         with torch.no_grad(), muted(self.adapters):
-            original = unet(x, t, encoder_hidden_states=cond.embeddings[rows], added_cond_kwargs=added).sample
+            original = noise_prediction(self.pipe.unet, x, t, chosen)
         return (adapted.float() - original.float()).pow(2).mean()
 
     def timesteps(self, step: int) -> list[int]:

@@ -6,8 +6,8 @@ and keep the smallest |w| at which the evaluator no longer sees the concept in a
 that never show it get 0; prompts it survives get the largest |w|). The features, per E token and cross-attention
 layer at the first step (recorded in the |w| = 0 run, which equals the adapter's probe pass), are the concept's
 gain in the row with the projection inhibitor (`processor.token_gains`) or the token's mean attention M* with the
-paper's additive one; an MLP regresses |w| on them. The authors' kind (`kind="authors"`, see `scale`) records its features in one more
-run at w = +1, as its probe pass does, and regresses w = −|w| with its raw output.
+paper's additive one; an MLP regresses |w| on them. The authors' kind (`kind="authors"`, see `scale`) records its
+features in one more run at w = +1, as its probe pass does, and regresses w = −|w| with its raw output.
 
     erasekit gie-adapter --concept shapeworld/triangle --out adapters/triangle          # ShapeWorld, its classifier
     erasekit gie-adapter --model PATH --concept nudity --prompts prompts.csv --evaluator nudenet --out DIR
