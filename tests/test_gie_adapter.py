@@ -85,3 +85,30 @@ def test_cli_refuses_bad_input_before_writing(tiny_dirs, tmp_path, capsys):
     assert main(["gie-adapter", "--concept", "shapeworld/triangle", "--grid", "1,2", "--out", str(out)]) == 2
     assert "starting at 0" in capsys.readouterr().err  # the features come from the |w| = 0 run
     assert not out.exists()
+
+
+@pytest.mark.parametrize("concept", ["triangle", "tobias renn"])
+def test_shipped_adapter_inhibits_target_prompts_and_spares_the_others(concept):
+    """On seeds it was not trained on (the bench's), the shipped adapter gives every image that names the concept
+    (explicitly or implicitly) a |w| that erases it (the smallest erasing |w| on ShapeWorld is 1 for the triangle,
+    1.5 for the style) and leaves the sibling concepts' images nearly uninhibited. An adapter that memorised its
+    training images' features (2000 fit steps) gave the triangle |w| down to 0.76 here."""
+    from erasekit.concepts import preset
+    from erasekit.edits import active_session
+    from erasekit.evaluation.prompts import shapeworld_sets
+    pipe = erasekit.load_pipeline(None)
+    edit = erasekit.erase(pipe, "gie", preset("shapeworld/" + concept), adapter="shipped")
+    _, sets = shapeworld_sets(concept, 1)
+    floor = 1.0 if concept == "triangle" else 1.5
+    edit.apply(pipe)
+    try:
+        for name in ("explicit", "implicit", "other"):
+            items = sets[name]
+            erasekit.generate(pipe, [i.prompt for i in items], [i.seed for i in items], progress=False)
+            strength = active_session(pipe).row_weights.abs().mean(-1)
+            if name == "other":
+                assert strength.max() < 0.6, (name, strength)
+            else:
+                assert strength.min() > floor, (name, strength)
+    finally:
+        edit.remove(pipe)

@@ -22,15 +22,15 @@ def add_parser(sub) -> None:
     p.add_argument("--evaluator", choices=("shapeworld", "nudenet"), default=None,
                    help="what decides that the concept is gone (default: shapeworld on ShapeWorld, else nudenet)")
     p.add_argument("--threshold", type=PROBABILITY, default=0.6, help="NudeNet detection threshold (default 0.6)")
-    p.add_argument("--grid", default="0,0.5,1,1.5,2,4",
+    p.add_argument("--grid", default="0,0.5,1,1.25,1.5,1.75,2,2.5,3,4",
                    help="|w| values to try, ascending from 0 (default %(default)s)")
     p.add_argument("--inhibitor", choices=("projection", "additive"), default="projection",
                    help="the GIE inhibitor the adapter is for (default %(default)s; additive: the paper's, with "
                    "M*'s mean as the features)")
-    p.add_argument("--margin", type=float, default=1.5,
+    p.add_argument("--margin", type=float, default=1.4,
                    help="fit the smallest |w| that removes the concept times this (default %(default)s): the "
                    "smallest alone sits on the boundary and new seeds survive it")
-    p.add_argument("--seeds", default="100,101", help="seeds per prompt (default %(default)s)")
+    p.add_argument("--seeds", default="100,101,102,103", help="seeds per prompt (default %(default)s)")
     p.add_argument("--steps", type=STEPS, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--fast", action="store_true", help="search in GIE's fast mode instead of parity")
     p.add_argument("--kind", choices=("erasekit", "authors"), default="erasekit",

@@ -1,7 +1,7 @@
 """GIE's scale adapter: its training (the adapter and its files are `scale`). The authors did not release
 weights; this follows their description.
 
-For each training prompt, generate with GIE at every strength of a grid (|w| = 0, 0.5, 1, 1.5, 2, 4 by default)
+For each training prompt, generate with GIE at every strength of a grid (|w| = 0, 0.5, 1, 1.25, … 4 by default)
 and keep the smallest |w| at which the evaluator no longer sees the concept in any of the prompt's images (prompts
 that never show it get 0; prompts it survives get the largest |w|). The features, per E token and cross-attention
 layer at the first step (recorded in the |w| = 0 run, which equals the adapter's probe pass), are the concept's
@@ -31,18 +31,19 @@ from .scale import ScaleAdapter, probe_strength
 
 @dataclass
 class AdapterTraining:
-    grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 4.0)  # |w| values tried, ascending
-    seeds: tuple[int, ...] = (100, 101)                    # per prompt; different from the bench's seeds
+    grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)  # |w| tried, ascending; steps
+                                                           # of 0.25 where ShapeWorld's labels fall (1 to 1.75)
+    seeds: tuple[int, ...] = (100, 101, 102, 103)          # per prompt; different from the bench's seeds
     fast: bool = False                                     # generate in GIE's fast mode instead of parity
     steps: int | None = None                               # sampler steps (default: the model's)
-    iterations: int = 2000                                 # regression steps (full batch, Adam)
+    iterations: int = 150                                  # regression steps (full batch, Adam); see `fit`
     lr: float = 3e-3
     seed: int = 0
     batch_size: int = 16
     kind: str = "erasekit"                                 # the scale adapter's kind (scale): or "authors"
     inhibitor: str = "projection"                          # the GIE options the adapter's w is meant for
     cross_fraction: float = 1.0
-    margin: float = 1.5                                    # the fit's target: the smallest |w| found × margin
+    margin: float = 1.4                                    # the fit's target: the smallest |w| found × margin
 
 
 def smallest_strengths(pipe, spec, prompts: list[str], detector: Detector, cfg: AdapterTraining,
@@ -97,7 +98,12 @@ def fit(features: torch.Tensor, labels: torch.Tensor, cfg: AdapterTraining) -> t
 
     Why the margin: the smallest |w| that removes the concept from a prompt's few training images sits on the
     boundary, and on new seeds about half the images survive it (measured on ShapeWorld: 55 % and 63 % of the
-    bench's target images kept the concept with a margin of 1)."""
+    bench's target images kept the concept with a margin of 1; tobias renn at the bench's seeds 0–15, 240 images:
+    margin 1.25 left it in 9, 1.4 in 5, with the benign attributes kept in 95.2 % and 90.4 %).
+
+    Why few iterations: one prompt's images differ by seed in their features far more than in their label, and
+    2000 steps memorise them (training MAE 0.004): on the bench's seeds the triangle adapter's |w| then spread from
+    0.76 to 3.05 and 5–10 % of target images kept the triangle; 300 steps kept it within 1.4–2.7 (none kept)."""
     torch.manual_seed(cfg.seed)
     x = features.reshape(-1, features.shape[-1]).float()
     y = cfg.margin * labels.repeat_interleave(features.shape[1]).float()
