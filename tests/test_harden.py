@@ -76,12 +76,34 @@ def test_harden_returns_one_weight_delta_that_applies_and_removes_exactly(sd1, b
 
 
 def test_harden_keeps_the_round_before_when_preservation_falls_under_the_floor(sd1, base):
-    scores = iter([0.9, 0.5])  # round 0, then round 1 loses 40 points
+    scores = iter([0.9, 0.5, 0.5])  # round 0, then round 1 loses 40 points, and again with the gentler push
     hardened = tiny_harden(sd1, base, rounds=3, preservation=lambda pipe: next(scores))
     record = hardened.metadata["protocol"]["hardening"]
-    assert record["kept_round"] == 0 and record["rounds"][-1]["accepted"] is False
-    assert "floor" in record["stopped"]
+    assert [(h["round"], h["eta"], h["accepted"]) for h in record["rounds"]] == [
+        (0, None, True), (1, 1.0, False), (1, 0.0, False)]
+    assert record["kept_round"] == 0 and "floor" in record["stopped"]
     assert all(torch.equal(hardened.delta(n), base.delta(n)) for n in base.param_names)
+
+
+def test_a_round_under_the_floor_is_retried_with_the_gentler_push(sd1, base):
+    """η = 1 breaks preservation, η = 0 keeps it: the round is kept with η = 0, whose values are the reference
+    rows themselves (a different delta from η = 1's); with no backoff the loop stops instead."""
+    scores = iter([0.9, 0.5, 0.9])
+    hardened = tiny_harden(sd1, base, rounds=1, preservation=lambda pipe: next(scores))
+    record = hardened.metadata["protocol"]["hardening"]
+    assert [(h["eta"], h["accepted"]) for h in record["rounds"][1:]] == [(1.0, False), (0.0, True)]
+    assert record["kept_round"] == 1
+    pushed = tiny_harden(sd1, base, rounds=1, backoff=())
+    assert any(not torch.allclose(hardened.delta(n), pushed.delta(n)) for n in hardened.param_names)
+    scores = iter([0.9, 0.5])
+    record = tiny_harden(sd1, base, rounds=1, backoff=(), preservation=lambda pipe: next(scores)
+                         ).metadata["protocol"]["hardening"]
+    assert len(record["rounds"]) == 2 and record["kept_round"] == 0
+
+
+def test_backoff_must_be_gentler_than_eta(sd1, base):
+    with pytest.raises(ErasekitError, match="backoff"):
+        tiny_harden(sd1, base, backoff=(1.5,))
 
 
 def test_harden_stops_when_every_attack_is_under_the_target(sd1, base):

@@ -39,7 +39,8 @@ def run(args) -> int:
     record = edit.metadata["protocol"]["hardening"]
     for h in record["rounds"]:
         rates = ", ".join(f"{a} {100 * r:.1f}%" for a, r in h["success"].items())
-        print(f"round {h['round']}: {rates}; preservation {100 * h['preservation']:.1f}%"
+        push = "" if h.get("eta") is None else f" (η = {h['eta']:g})"
+        print(f"round {h['round']}{push}: {rates}; preservation {100 * h['preservation']:.1f}%"
               + ("" if h["accepted"] else " (refused: under the floor)"))
     print(f"kept round {record['kept_round']} ({record['stopped']}); wrote {args.out} and {args.out}/history.png")
     return 0

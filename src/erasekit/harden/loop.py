@@ -70,11 +70,14 @@ class Loop:
         for r in range(1, self.config.rounds + 1):
             if self.under_target(runs):
                 break
-            hardening, erase = self.step(current, runs)
-            candidate = combined(self.pipe, self.base, hardening)
-            next_runs = self.look(candidate, r, rows=len(erase))
-            if self.history[-1]["preservation"] < floor:  # refused: the rounds before stay
-                self.history[-1]["accepted"] = False
+            for eta in (self.config.eta, *self.config.backoff):  # gentler pushes before giving up
+                hardening, erase = self.step(current, runs, eta)
+                candidate = combined(self.pipe, self.base, hardening)
+                next_runs = self.look(candidate, r, rows=len(erase), eta=eta)
+                if self.history[-1]["preservation"] >= floor:
+                    break
+                self.history[-1]["accepted"] = False  # refused: the rounds before stay
+            else:
                 stopped = f"preservation under its floor ({floor:.3f}) in round {r}"
                 break
             self.hardening, current, runs = hardening, candidate, next_runs
@@ -90,14 +93,14 @@ class Loop:
     def under_target(self, runs) -> bool:
         return all(run.rate < self.config.target for run in runs)
 
-    def step(self, current: WeightDelta, runs) -> tuple[dict[str, LowRankUpdate], torch.Tensor]:
+    def step(self, current: WeightDelta, runs, eta: float) -> tuple[dict[str, LowRankUpdate], torch.Tensor]:
         """(the hardening with this round's update, the rows it erased): the successful adversarial inputs of
-        every attack, erased on top of the current weights."""
-        erase, value = erase_rows(self.pipe, [f for run in runs for f in run.found], self.config.eta)
+        every attack, erased on top of the current weights, their values pushed η past the reference rows."""
+        erase, value = erase_rows(self.pipe, [f for run in runs for f in run.found], eta)
         update = self.solve(current, erase, value)
         return (update if self.hardening is None else merge(self.hardening, update)), erase
 
-    def look(self, edit: WeightDelta, r: int, rows: int) -> list:
+    def look(self, edit: WeightDelta, r: int, rows: int, eta: float | None = None) -> list:
         """Attack the model with `edit` applied, on round r's seeds; measure preservation; record the round."""
         edit.apply(self.pipe)
         try:
@@ -108,13 +111,13 @@ class Loop:
             edit.remove(self.pipe)
         self.history.append({"round": r, "success": {run.attack: run.rate for run in runs},
                              "hits": {run.attack: [run.hits, run.n] for run in runs}, "preservation": kept,
-                             "rows_erased": rows, "accepted": True,
+                             "rows_erased": rows, "eta": eta, "accepted": True,
                              "attack_seed": self.config.seed + r,
                              "image_seeds": [self.config.image_seed + r * self.config.images,
                                              self.config.image_seed + (r + 1) * self.config.images - 1],
                              "seconds": round(sum(run.seconds for run in runs), 1)})
-        self.log(f"harden: round {r}: " + ", ".join(f"{run.attack} {run.hits}/{run.n}" for run in runs)
-                 + f", preservation {kept:.3f}")
+        self.log(f"harden: round {r}" + ("" if eta is None else f" (η = {eta:g})") + ": "
+                 + ", ".join(f"{run.attack} {run.hits}/{run.n}" for run in runs) + f", preservation {kept:.3f}")
         return runs
 
     def floor(self) -> float:
