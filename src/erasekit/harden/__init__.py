@@ -10,8 +10,9 @@ concepts' rows, the target's own rows and earlier rounds' rows held at the curre
 on every cross-attention K/V matrix (the closed-form solver UCE uses). Preservation (ShapeWorld: the attribute's
 other values) is checked each round; a round that would put it under its floor is retried with a gentler push
 (`backoff`: η = 0, the rows mapped to the prompt's own), and the loop stops when every attack's success is under
-the target (5 %), when the rounds are spent, or when even the gentlest push would break preservation. It keeps the accepted round whose strongest
-attack did least on the loop's seeds (an attack can find its way back after a round that stopped it).
+the target (5 %), when the rounds are spent, or when even the gentlest push would break preservation. It keeps
+the accepted round whose strongest attack did least on the loop's seeds (an attack can find its way back after a
+round that stopped it).
 
     edit = erasekit.erase(pipe, "uce", preset("shapeworld/triangle"))
     hardened = erasekit.harden(pipe, edit, attacks=["concept-inversion", "unlearndiffatk"], rounds=3)

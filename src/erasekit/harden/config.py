@@ -58,8 +58,8 @@ def check_request(edit, config: HardenConfig) -> None:
         raise ErasekitError(f"images must be at least 1, not {config.images!r}")
     if not 0 < config.target <= 1 or not 0 <= config.max_drop <= 1:
         raise ErasekitError("target must be in (0, 1] and max_drop in [0, 1]")
-    if any(not 0 <= eta < config.eta for eta in config.backoff) or list(config.backoff) != sorted(config.backoff,
-                                                                                                  reverse=True):
+    gentler = list(config.backoff)
+    if gentler != sorted(gentler, reverse=True) or any(not 0 <= eta < config.eta for eta in gentler):
         raise ErasekitError(f"backoff: gentler η values than eta ({config.eta}), descending, ≥ 0 "
                             f"(got {list(config.backoff)})")
     check_edit(edit)
