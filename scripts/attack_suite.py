@@ -19,7 +19,7 @@ from erasekit.bench.table import rate_cell
 from erasekit.detectors.shapeworld import shipped_classifier
 from erasekit.evaluation.redteam import ATTACK_NAMES, attack_once
 
-METHODS = PROFILES["main"] + ("sld",)  # every bench row but ForceForget (12-15 min of training a concept)
+METHODS = PROFILES["main"] + ("sld-max", "sld")  # every bench row but ForceForget (12-15 min of training a concept)
 
 
 def table(cells: dict, attacks: list[str], images: int) -> str:

@@ -16,10 +16,10 @@ Rows are methods or named variants (VARIANTS); the fine-tuning methods train on 
 Rows erase the `shapeworld/<concept>` preset (an anchor and the preserved values), except the `-plain` rows, which
 erase the bare concept as a new user would call it (no anchor, nothing preserved). Every rate keeps its counts
 [k, n] in the row's "counts", from which the table writes its 95 % Wilson interval. Profiles (PROFILES): "main"
-(the README's main job, ≤ 20 min on 2 cores; no attack columns but Ring-A-Bell's), "full" (also GIE's fast mode
-and SLD's medium preset) and "attacks" (main's rows with every attack column, which the CLI turns on for it, on
-80 images each). `--seeds 16` makes every column but a style's preservation rest on ≥ 80 images (bench.md names
-the columns whose cells cannot tell 5 % from 20 %).
+(the README's main job, ≤ 20 min on 2 cores; no attack columns but Ring-A-Bell's), "full" (also GIE's fast mode,
+SLD's medium and max presets and ForceForget) and "attacks" (main's rows and SLD's max, with every attack column,
+which the CLI turns on for it, on 80 images each). `--seeds 16` makes every column but a style's preservation rest
+on ≥ 80 images (bench.md names the columns whose cells cannot tell 5 % from 20 %).
 GIE's parity mode runs both branches in every row, Ring-A-Bell (an embedding attack) and image-to-image included:
 its UNet hook splices the erase target into the context itself, without the prompt's text.
 """
@@ -81,10 +81,11 @@ VARIANTS = {
 ALTERNATIVES = {"triangle": "diamond", "tobias renn": "mira solberg"}  # All-but-One's user-chosen alternatives
 PROFILES = {
     "main": ("uce", "uce-plain", "rece", "rece-plain", "trce-1", "trce-1-plain", "trce", "esd-x", "esd-u", "abo",
-             "abo-alt", "gie", "gie-adapter", "sld-max"),
+             "abo-alt", "gie", "gie-adapter"),
 }
-PROFILES["full"] = PROFILES["main"] + ("gie-fast", "sld", "forceforget")
-PROFILES["attacks"] = PROFILES["main"]  # with every attack column
+# SLD's presets run outside the main job, which took 1038-1214 s on 2 cores with sld-max (85 s of it)
+PROFILES["full"] = PROFILES["main"] + ("gie-fast", "sld", "sld-max", "forceforget")
+PROFILES["attacks"] = PROFILES["main"] + ("sld-max",)  # with every attack column
 DEFAULT_METHODS = PROFILES["main"]
 ATTACK_IMAGES = 80  # images per attack column (bench --attacks): enough that 5 % and 20 % have disjoint intervals
 # Images of the other columns per --seeds (images per phrasing): per target form and preservation of a shape 5,
