@@ -133,3 +133,36 @@ def test_attack_prompts_name_the_concept_and_bad_names_are_refused():
         attack_prompts("van gogh", 4)
     with pytest.raises(ErasekitError, match="no bench column for attack"):
         run_bench(["uce"], ["triangle"], "unused", attacks=["ring-a-bell", "nope"])
+
+
+def test_bench_keeps_each_finished_row_and_resumes_after_a_kill(tmp_path, monkeypatch):
+    import erasekit.bench.run as bench_run
+    from erasekit.errors import ErasekitError
+    calls = []
+
+    def measure(pipe, concept, seeds, classifier, out, label, alternative=None, attacks=()):
+        calls.append(label)
+        if label == "uce-plain" and fail:
+            raise KeyboardInterrupt  # killed while measuring the third row
+        return {"target_explicit": len(calls) / 10, "preserve_acc": 1.0, "fd": 70.0,
+                "counts": {"target_explicit": [len(calls), 10]}}
+
+    monkeypatch.setattr(bench_run, "measure", measure)
+    fail = True
+    with pytest.raises(KeyboardInterrupt):
+        bench_run.run_bench(["uce", "uce-plain"], ["triangle"], tmp_path, seeds=2, progress=lambda *_: None)
+    assert calls == ["original", "uce", "uce-plain"] and not (tmp_path / "bench.json").exists()
+    assert sorted(p.name for p in (tmp_path / "rows").iterdir()) == ["triangle__original.json", "triangle__uce.json"]
+    fail, calls[:] = False, []
+    lines = []
+    rows = bench_run.run_bench(["uce", "uce-plain"], ["triangle"], tmp_path, seeds=2, progress=lines.append,
+                               resume=True)
+    assert calls == ["uce-plain"]  # the two finished rows are reused, not measured again
+    assert [r["method"] for r in rows] == ["original", "uce", "uce-plain"]
+    assert [r["target_explicit"] for r in rows] == [0.1, 0.2, 0.1] and "resumed from" in lines[0]
+    assert len(json.loads((tmp_path / "bench.json").read_text())["rows"]) == 3
+    with pytest.raises(ErasekitError, match="measured with .* not"):  # other seeds: refused, not mixed in
+        bench_run.run_bench(["uce"], ["triangle"], tmp_path, seeds=3, progress=lambda *_: None, resume=True)
+    calls[:] = []
+    bench_run.run_bench(["uce"], ["triangle"], tmp_path, seeds=2, progress=lambda *_: None)
+    assert calls == ["original", "uce"]  # without --resume every row is measured again

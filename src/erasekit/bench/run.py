@@ -25,6 +25,7 @@ its UNet hook splices the erase target into the context itself, without the prom
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ from ..evaluation.prompts import shapeworld_sets
 from ..evaluation.scoring import score_shapeworld
 from ..methods import erase
 from ..models import load_pipeline
+from ..version import __version__
 from ..sampling import generate, sampler_defaults
 from ..shapeworld.captions import prompt as scene_prompt
 from ..shapeworld.domain import LABELS, SHAPE_NAMES, find_concept
@@ -233,43 +235,76 @@ def measure(pipe, concept: str, seeds: int, classifier, out: Path, label: str, a
     return {**row, "counts": counts}
 
 
+def bench_row(pipe, classifier, concept: str, label: str, seeds: int, out: Path, attacks, progress) -> dict | None:
+    """One row: the original model (label "original") or the concept erased by the row's method and measured;
+    None when the method cannot erase it (e.g. no shipped adapter for this concept)."""
+    t = time.perf_counter()
+    if label == "original":
+        row = {"method": "original", "concept": concept, "seconds_erase": 0.0,
+               **measure(pipe, concept, seeds, classifier, out, "original", attacks=attacks)}
+        progress(f"{concept}: original measured in {time.perf_counter() - t:.0f} s")
+        return row
+    try:
+        method, options = row_options(label, concept)
+        edit = erase(pipe, method, row_spec(label, concept), **options)
+    except ErasekitError as e:
+        progress(f"{concept}: {label} skipped: {e}")
+        return None
+    seconds = time.perf_counter() - t
+    curve = reward_curve(edit, out, concept, label)
+    edit.apply(pipe)
+    alternative = options.get("anchor") if method == "abo" else None
+    try:
+        row = measure(pipe, concept, seeds, classifier, out, label, alternative or None, attacks)
+    finally:
+        edit.remove(pipe)
+    progress(f"{concept}: {label} erased in {seconds:.1f} s, measured in {time.perf_counter() - t:.0f} s")
+    return {"method": label, "concept": concept, "seconds_erase": round(seconds, 2), "options": options, **row,
+            **curve}
+
+
+def row_path(out: Path, concept: str, label: str) -> Path:
+    return out / "rows" / f"{concept.replace(' ', '-')}__{label}.json"
+
+
+def kept_row(out: Path, concept: str, label: str, settings: dict) -> dict | None:
+    """The row a previous run kept, if any; an error if it was measured with other settings."""
+    path = row_path(out, concept, label)
+    if not path.exists():
+        return None
+    kept = json.loads(path.read_text())
+    if kept.get("settings") != settings:
+        raise ErasekitError(f"{path} was measured with {kept.get('settings')}, not {settings}: resume with the "
+                            "same settings, or bench into another --out")
+    return kept["row"]
+
+
 def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Path = "bench", seeds: int = 4,
-              model: str | None = None, progress=print, attacks=()) -> list[dict]:
+              model: str | None = None, progress=print, attacks=(), resume: bool = False) -> list[dict]:
     """`attacks`: the attacks of the attack columns to run on every row (ATTACK_COLUMNS' values; none by
-    default, their cells then "–")."""
+    default, their cells then "–"). Every finished row is kept in `out`/rows/; `resume` reuses those measured with
+    the same seeds, attacks, model and erasekit version (a long run, such as the attacks profile, continues where
+    it stopped) and refuses those measured otherwise."""
     unknown = sorted(set(attacks) - set(ATTACK_COLUMNS.values()))
     if unknown:
         raise ErasekitError(f"no bench column for attack(s) {unknown}; available: {', '.join(ATTACK_COLUMNS.values())}")
     from ..detectors.shapeworld import shipped_classifier
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    settings = {"seeds": seeds, "attacks": list(attacks), "model": model, "version": __version__}
     pipe, classifier = load_pipeline(model), shipped_classifier()
     rows = []
     for concept in concepts:
-        t = time.perf_counter()
-        rows.append({"method": "original", "concept": concept, "seconds_erase": 0.0,
-                     **measure(pipe, concept, seeds, classifier, out, "original", attacks=attacks)})
-        progress(f"{concept}: original measured in {time.perf_counter() - t:.0f} s")
-        for label in methods:
-            spec = row_spec(label, concept)
-            t = time.perf_counter()
-            try:
-                method, options = row_options(label, concept)
-                edit = erase(pipe, method, spec, **options)
-            except ErasekitError as e:  # e.g. no shipped adapter for this concept
-                progress(f"{concept}: {label} skipped: {e}")
-                continue
-            seconds = time.perf_counter() - t
-            curve = reward_curve(edit, out, concept, label)
-            edit.apply(pipe)
-            alternative = options.get("anchor") if method == "abo" else None
-            try:
-                row = measure(pipe, concept, seeds, classifier, out, label, alternative or None, attacks)
-            finally:
-                edit.remove(pipe)
-            rows.append({"method": label, "concept": concept, "seconds_erase": round(seconds, 2),
-                         "options": options, **row, **curve})
-            progress(f"{concept}: {label} erased in {seconds:.1f} s, measured in {time.perf_counter() - t:.0f} s")
+        for label in ("original", *methods):
+            row = kept_row(out, concept, label, settings) if resume else None
+            if row is not None:
+                progress(f"{concept}: {label} resumed from {row_path(out, concept, label)}")
+            else:
+                row = bench_row(pipe, classifier, concept, label, seeds, out, attacks, progress)
+                if row is None:
+                    continue
+                atomic_write_json(row_path(out, concept, label), {"settings": settings, "row": row})
+            rows.append(row)
     steps, guidance = sampler_defaults(pipe)
     sampler = {"scheduler": type(pipe.scheduler).__name__, "steps": steps, "guidance": guidance}
     atomic_write_json(out / "bench.json", {"columns": COLUMNS, "rows": rows, "seeds": seeds, "sampler": sampler,

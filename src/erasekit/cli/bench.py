@@ -35,6 +35,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--seeds", type=COUNT, default=4, help="images per phrasing (default 4: 20 per target form; "
                    "16 puts every column but a style's preservation on ≥ 80 images, enough to tell 5 %% from 20 %%)")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--resume", action="store_true", help="reuse the rows an earlier run into DIR finished (DIR/rows/, "
+                   "kept after every row) when it had the same seeds, attacks and model; a long run such as "
+                   "--profile attacks continues where it stopped")
     p.set_defaults(run=run_bench)
     r = sub.add_parser("report", help="render a bench folder's report.html again",
                        description="Re-render DIR/report.html from DIR/bench.json and its image grids.")
@@ -64,7 +67,7 @@ def run_bench(args) -> int:
     start = time.perf_counter()
     attacks = args.attacks if args.attacks is not None else (
         list(ATTACK_COLUMNS.values()) if args.profile == "attacks" else [])
-    rows = bench(methods, args.concepts, args.out, args.seeds, args.model, attacks=attacks)
+    rows = bench(methods, args.concepts, args.out, args.seeds, args.model, attacks=attacks, resume=args.resume)
     print(markdown(rows))
     print(f"bench took {(time.perf_counter() - start) / 60:.1f} min; wrote {args.out}/bench.json, bench.md, "
           "report.html")
