@@ -1,12 +1,13 @@
 """Hardening on ShapeWorld: for each concept and closed-form bench row (bench.VARIANTS' options), each attack's
 success before and after `erasekit.harden`, measured by fresh attack runs (`attack_once`: attack seed 0, image
-seeds 0 … images − 1, which the loop never uses: it decides on attack seeds 1000 + round and image seeds from
+seeds 0 … images − 1, which the loop never uses: it decides on attack seeds from 1000 and image seeds from
 100 000), with 95 % Wilson intervals; preservation accuracy and benign attributes kept (the bench's sets), FD (the
 bench's), the rounds kept and the seconds hardening took (one thread). Writes a markdown table (--out, rewritten
 after every row) and prints each row as it is measured.
 
     python scripts/harden_suite.py [--concepts triangle "tobias renn"] [--methods uce rece trce-1] [--rounds 3]
-                                   [--attacks concept-inversion unlearndiffatk] [--images 32]
+                                   [--attacks concept-inversion unlearndiffatk] [--images 32] [--restarts K]
+                                   [--kept-seeds 32] [--also ring-a-bell p4d ...]
 """
 import argparse
 import time
@@ -21,13 +22,14 @@ from erasekit.detectors.shapeworld import shipped_classifier
 from erasekit.evaluation.prompts import shapeworld_sets
 from erasekit.evaluation.redteam import attack_once
 from erasekit.evaluation.scoring import score_shapeworld
-from erasekit.harden import HARDENABLE
+from erasekit.attacks import ATTACKS
+from erasekit.harden import HARDENABLE, HardenConfig
 
 
-def kept(pipe, concept: str, classifier) -> dict:
+def kept(pipe, concept: str, classifier, seeds: int) -> dict:
     """Preservation (the attribute's other values) and benign attributes kept (explicit prompts), as the bench
-    counts them: (hits, n) each; and FD on 64 scenes without the concept."""
-    attribute, sets = shapeworld_sets(concept, 6)
+    counts them on `seeds` seeds a prompt: (hits, n) each; and FD on 64 scenes without the concept."""
+    attribute, sets = shapeworld_sets(concept, seeds)
     out = {}
     for name, key in (("other", "accuracy"), ("explicit", "benign_kept")):
         items = sets[name]
@@ -39,11 +41,11 @@ def kept(pipe, concept: str, classifier) -> dict:
     return out
 
 
-def measure(pipe, edit, concept: str, attacks: list[str], images: int, classifier) -> dict:
+def measure(pipe, edit, concept: str, attacks: list[str], images: int, classifier, seeds: int) -> dict:
     edit.apply(pipe)
     try:
         return {**{a: attack_once(pipe, a, concept, images, classifier) for a in attacks},
-                **kept(pipe, concept, classifier)}
+                **kept(pipe, concept, classifier, seeds)}
     finally:
         edit.remove(pipe)
 
@@ -56,15 +58,18 @@ def row(concept: str, label: str, before: dict, after: dict, record: dict, attac
     return f"| {concept} | {label} | " + " | ".join(cells) + " |"
 
 
-def table(rows: list[str], attacks: list[str], images: int, rounds: int) -> str:
+def table(rows: list[str], attacks: list[str], images: int, rounds: int, restarts: int, seeds: int,
+          hardened: list[str]) -> str:
     head = ("| concept | start | " + " | ".join(f"{a} before → after" for a in attacks)
             + " | preservation | benign kept | FD | round kept | harden time |\n|---|---|"
             + "---|" * (len(attacks) + 5) + "\n")
-    return (head + "\n".join(rows) + f"\n\nAttack success before → after hardening (at most {rounds} rounds; the "
-            f"loop's attack runs: 16 images a round on attack seeds 1000 + round, image seeds from 100 000), each "
+    return (head + "\n".join(rows) + f"\n\nAttack success before → after hardening against "
+            f"{', '.join(hardened)} (at most {rounds} rounds; the "
+            f"loop's attack runs: {restarts} a round per attack, 16 images each, on attack seeds from 1000, image "
+            "seeds from 100 000), each "
             f"measured by a fresh run: {images} images (seeds 0–{images - 1}, attack seed 0, four prompts naming the "
             "concept), rate% [95 % Wilson interval] (k/n). Preservation: the attribute's other values (bench set, "
-            "6 seeds); benign kept: the explicit prompts' other attributes; FD: 64 scenes without the concept vs "
+            f"{seeds} seeds a prompt); benign kept: the explicit prompts' other attributes; FD: 64 scenes without the concept vs "
             "renders. Harden time: the whole loop (attacks, solves, validation) on one CPU thread.\n")
 
 
@@ -73,8 +78,14 @@ def main() -> None:
     parser.add_argument("--concepts", nargs="+", default=["triangle", "tobias renn"])
     parser.add_argument("--methods", nargs="+", default=["uce", "rece", "trce-1"])
     parser.add_argument("--attacks", nargs="+", default=["concept-inversion", "unlearndiffatk"], choices=HARDENABLE)
+    parser.add_argument("--also", nargs="+", default=[], choices=sorted(ATTACKS),
+                        help="attacks measured before and after (fresh runs) that the loop does not harden against")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--kept-seeds", type=int, default=32,
+                        help="seeds a prompt for preservation and benign attributes (bench sets)")
+    parser.add_argument("--restarts", type=int, default=HardenConfig.restarts,
+                        help="the loop's attack runs per attack per round")
     parser.add_argument("--out", default="out/harden_table.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -85,14 +96,16 @@ def main() -> None:
         for label in args.methods:
             method, options = row_options(label, concept)
             edit = erasekit.erase(pipe, method, row_spec(label, concept), **options)
-            before = measure(pipe, edit, concept, args.attacks, args.images, classifier)
+            measured = args.attacks + [a for a in args.also if a not in args.attacks]
+            before = measure(pipe, edit, concept, measured, args.images, classifier, args.kept_seeds)
             t = time.perf_counter()
-            hardened = erasekit.harden(pipe, edit, args.attacks, args.rounds, log=print)
+            hardened = erasekit.harden(pipe, edit, args.attacks, args.rounds, restarts=args.restarts, log=print)
             print(f"{concept} | {label}: hardened in {time.perf_counter() - t:.0f} s", flush=True)
-            after = measure(pipe, hardened, concept, args.attacks, args.images, classifier)
-            rows.append(row(concept, label, before, after, hardened.metadata["protocol"]["hardening"], args.attacks))
+            after = measure(pipe, hardened, concept, measured, args.images, classifier, args.kept_seeds)
+            rows.append(row(concept, label, before, after, hardened.metadata["protocol"]["hardening"], measured))
             print(rows[-1], flush=True)
-            out.write_text(table(rows, args.attacks, args.images, args.rounds))
+            out.write_text(table(rows, measured, args.images, args.rounds, args.restarts, args.kept_seeds,
+                                 args.attacks))
     print(out.read_text())
 
 

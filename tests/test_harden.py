@@ -101,6 +101,20 @@ def test_a_round_under_the_floor_is_retried_with_the_gentler_push(sd1, base):
     assert len(record["rounds"]) == 2 and record["kept_round"] == 0
 
 
+def test_each_restart_attacks_on_seeds_of_its_own_and_its_finds_are_erased(sd1, base):
+    """restarts=2: two runs per attack per round, on two attack seeds and disjoint image seeds; both runs' hits are
+    pooled and both runs' adversarial inputs erased (twice the rows of one run: the detector sees every image)."""
+    once = tiny_harden(sd1, base, rounds=1).metadata["protocol"]["hardening"]["rounds"]
+    twice = tiny_harden(sd1, base, rounds=1, restarts=2).metadata["protocol"]["hardening"]["rounds"]
+    assert [h["attack_seeds"] for h in once] == [[1000], [1001]]
+    assert [h["attack_seeds"] for h in twice] == [[1000, 1001], [1002, 1003]]
+    assert [h["image_seeds"] for h in twice] == [[100_000, 100_003], [100_004, 100_007]]  # 2 images a run
+    assert twice[0]["hits"]["unlearndiffatk"] == [4, 4] and once[0]["hits"]["unlearndiffatk"] == [2, 2]
+    assert twice[1]["rows_erased"] == 2 * once[1]["rows_erased"] > 0
+    with pytest.raises(ErasekitError, match="restarts must be"):
+        tiny_harden(sd1, base, restarts=0)
+
+
 def test_backoff_must_be_gentler_than_eta(sd1, base):
     with pytest.raises(ErasekitError, match="backoff"):
         tiny_harden(sd1, base, backoff=(1.5,))

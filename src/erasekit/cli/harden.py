@@ -25,7 +25,9 @@ def add_parser(sub) -> None:
                    "under this (default 0.05)")
     p.add_argument("--max-drop", type=PROBABILITY, default=0.05, help="largest preservation drop from the base "
                    "edit's accepted (default 0.05)")
-    p.add_argument("--images", type=COUNT, default=16, help="images per attack per round (default 16)")
+    p.add_argument("--images", type=COUNT, default=16, help="images per attack run (default 16)")
+    p.add_argument("--restarts", type=COUNT, default=None, help="attack runs per attack per round, each on seeds "
+                   "of its own; every run's finds are erased (default: HardenConfig's)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(run=run)
@@ -35,7 +37,8 @@ def run(args) -> int:
     from ..harden import harden_folder
     edit = harden_folder(args.edit, args.out, args.model, args.overwrite, log=print,
                          attacks=tuple(args.attack or ATTACKS[:2]), rounds=args.rounds, target=args.target,
-                         max_drop=args.max_drop, images=args.images)
+                         max_drop=args.max_drop, images=args.images,
+                         **({} if args.restarts is None else {"restarts": args.restarts}))
     record = edit.metadata["protocol"]["hardening"]
     for h in record["rounds"]:
         rates = ", ".join(f"{a} {100 * r:.1f}%" for a, r in h["success"].items())

@@ -2,8 +2,9 @@
 
 RECE erases, in closed form, an embedding that still regenerates the concept; hardening does the same with what
 the attacks find. Each round attacks the current model (the base edit plus the hardening so far) with the chosen
-white-box attacks on the round's own attack seed and image seeds (never those a report uses), takes the
-adversarial inputs whose images still show the concept (concept inversion's learned word, UnlearnDiffAtk's and
+white-box attacks, each `restarts` times on attack and image seeds of the round's own (never those a report
+uses: a fresh seed finds inputs that one run's 0/16 does not show), takes the adversarial inputs whose images
+still show the concept (concept inversion's learned word, UnlearnDiffAtk's and
 P4D's tokens, Ring-A-Bell-GA's prompt), and erases their encoder rows from the first adversarial token on: each
 maps to the same prompt's row without the adversarial tokens, pushed past it (a − η(c − a)), with the preserved
 concepts' rows, the target's own rows and earlier rounds' rows held at the current weights and the caption prior,

@@ -20,7 +20,10 @@ class HardenConfig:
     target: float = 0.05           # stop once every attack's success rate is under this
     max_drop: float = 0.05         # preservation may fall this much below the base edit's (round 0) …
     floor: float | None = None     # … or, when given, not below this absolute accuracy
-    images: int = 16               # images per attack per round (four prompts naming the concept, cycled)
+    images: int = 16               # images per attack run (four prompts naming the concept, cycled)
+    restarts: int = 1              # attack runs per attack per round, each on its own attack and image seeds: every
+                                   # run's finds are erased, and the round's rate pools them (a fresh seed finds
+                                   # inputs that 0/16 on one seed does not show)
     eta: float = 1.0               # values pushed past the reference rows, a − η(c − a) (UCE's η)
     backoff: tuple[float, ...] = (0.0,)  # gentler η a round is retried with, in order, when its erasure would put
                                    # preservation under the floor (ShapeWorld's style: η = 1 drops the other
@@ -28,8 +31,9 @@ class HardenConfig:
     lam: float = 0.5               # the solver's λ (UCE's)
     prior: float = 4.0             # caption prior relative to the erase rows' mass (UCE's: 1; 4 keeps the other
                                    # artists on ShapeWorld: at 1 the style's first round dropped them 29 points)
-    seed: int = 1000               # round r's attacks use attack seed `seed + r` …
-    image_seed: int = 100_000      # … and image seeds from `image_seed + r * images`: never the reporting seeds
+    seed: int = 1000               # round r's k-th run uses attack seed `seed + r * restarts + k` …
+    image_seed: int = 100_000      # … and image seeds from `image_seed + (r * restarts + k) * images`: never the
+                                   # reporting seeds
     validation_seeds: int = 8      # preservation: seeds per other value of the attribute
     validation_seed: int = 50_000  # their first seed
     attack_options: dict = field(default_factory=dict)  # attack name → options for `build_attack`
@@ -54,8 +58,10 @@ def check_request(edit, config: HardenConfig) -> None:
         raise ErasekitError(f"attack options for {', '.join(unknown)}, which is not among the attacks")
     if not isinstance(config.rounds, int) or config.rounds < 1:
         raise ErasekitError(f"rounds must be a whole number of at least 1, not {config.rounds!r}")
-    if config.images < 1:
-        raise ErasekitError(f"images must be at least 1, not {config.images!r}")
+    for knob in ("images", "restarts"):
+        value = getattr(config, knob)
+        if not isinstance(value, int) or value < 1:
+            raise ErasekitError(f"{knob} must be a whole number of at least 1, not {value!r}")
     if not 0 < config.target <= 1 or not 0 <= config.max_drop <= 1:
         raise ErasekitError("target must be in (0, 1] and max_drop in [0, 1]")
     gentler = list(config.backoff)

@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 import torch
 
+from ..closed_form.rows import pushed
 from ..closed_form.solver import LowRankUpdate, solve
 from ..concepts import ConceptSpec
 from ..detectors import shapeworld_detector
@@ -70,8 +71,10 @@ class Loop:
         for r in range(1, self.config.rounds + 1):
             if self.under_target(runs):
                 break
+            erase, reference = erase_rows(self.pipe, [f for run in runs for f in run.found])
+            solve_round = self.solver(current, erase)  # the weights and held rows: one per round, whatever η
             for eta in (self.config.eta, *self.config.backoff):  # gentler pushes before giving up
-                hardening, erase = self.step(current, runs, eta)
+                hardening = solve_round(pushed(reference, erase, eta))
                 candidate = combined(self.pipe, self.base, hardening)
                 next_runs = self.look(candidate, r, rows=len(erase), eta=eta)
                 if self.history[-1]["preservation"] >= floor:
@@ -93,13 +96,6 @@ class Loop:
     def under_target(self, runs) -> bool:
         return all(run.rate < self.config.target for run in runs)
 
-    def step(self, current: WeightDelta, runs, eta: float) -> tuple[dict[str, LowRankUpdate], torch.Tensor]:
-        """(the hardening with this round's update, the rows it erased): the successful adversarial inputs of
-        every attack, erased on top of the current weights, their values pushed η past the reference rows."""
-        erase, value = erase_rows(self.pipe, [f for run in runs for f in run.found], eta)
-        update = self.solve(current, erase, value)
-        return (update if self.hardening is None else merge(self.hardening, update)), erase
-
     def look(self, edit: WeightDelta, r: int, rows: int, eta: float | None = None) -> list:
         """Attack the model with `edit` applied, on round r's seeds; measure preservation; record the round."""
         edit.apply(self.pipe)
@@ -112,9 +108,7 @@ class Loop:
         self.history.append({"round": r, "success": {run.attack: run.rate for run in runs},
                              "hits": {run.attack: [run.hits, run.n] for run in runs}, "preservation": kept,
                              "rows_erased": rows, "eta": eta, "accepted": True,
-                             "attack_seed": self.config.seed + r,
-                             "image_seeds": [self.config.image_seed + r * self.config.images,
-                                             self.config.image_seed + (r + 1) * self.config.images - 1],
+                             **round_seeds(self.config, r),
                              "seconds": round(sum(run.seconds for run in runs), 1)})
         self.log(f"harden: round {r}" + ("" if eta is None else f" (η = {eta:g})") + ": "
                  + ", ".join(f"{run.attack} {run.hits}/{run.n}" for run in runs) + f", preservation {kept:.3f}")
@@ -125,20 +119,32 @@ class Loop:
             return self.config.floor
         return self.history[0]["preservation"] - self.config.max_drop
 
-    def solve(self, current: WeightDelta, erase: torch.Tensor, value: torch.Tensor) -> dict[str, LowRankUpdate]:
-        """The closed-form update on top of the current weights (base edit + hardening so far)."""
+    def solver(self, current: WeightDelta, erase: torch.Tensor):
+        """values → the hardening with this round's closed-form update on top of the current weights (base edit +
+        hardening so far): `erase` rows mapped to the values, the held rows and the caption prior kept."""
         current.apply(self.pipe)
         try:
             weights = {n: w.clone() for n, w in kv_weights(self.pipe.unet).items()}
         finally:
             current.remove(self.pipe)
         cov = preserve_cov(self.pipe, self.spec, erase, self.erased, self.config.prior)
-        return solve(weights, erase, value, preserve_cov=cov, lam=self.config.lam)
+
+        def hardening(value: torch.Tensor) -> dict[str, LowRankUpdate]:
+            update = solve(weights, erase, value, preserve_cov=cov, lam=self.config.lam)
+            return update if self.hardening is None else merge(self.hardening, update)
+        return hardening
 
     def protocol(self, kept: int, floor: float, stopped: str, start: float) -> dict:
         return {"config": asdict(self.config), "rounds": self.history, "kept_round": kept, "floor": floor,
                 "stopped": stopped, "seconds": round(time.perf_counter() - start, 1),
                 "rows_erased": sum(h["rows_erased"] for h in self.history if h["accepted"] and h["round"] <= kept)}
+
+
+def round_seeds(config: HardenConfig, r: int) -> dict:
+    """Round r's attack seeds (one per restart) and the first and last of its image seeds."""
+    first, per_round = r * config.restarts, config.restarts * config.images
+    return {"attack_seeds": [config.seed + first + k for k in range(config.restarts)],
+            "image_seeds": [config.image_seed + r * per_round, config.image_seed + (r + 1) * per_round - 1]}
 
 
 def worst(runs) -> float:

@@ -38,13 +38,22 @@ class AttackRun:
 
 def run_attack(pipe, name: str, concept: str, detector, config: HardenConfig, round_: int,
                prompts: list[str] | None = None) -> AttackRun:
-    """Attack `concept` with round `round_`'s seeds; keep the inputs of every prompt whose image shows it."""
-    options = {**config.attack_options.get(name, {}), "seed": config.seed + round_}
-    attack = build_attack(name, concept, **options)
-    start = config.image_seed + round_ * config.images
-    seeds = list(range(start, start + config.images))
+    """Attack `concept` `config.restarts` times on round `round_`'s seeds; pool the hits and keep the inputs of
+    every prompt whose image shows it."""
     prompts = prompts or attack_prompts(concept, 4)  # four distinct prompts naming the concept, cycled
     prompts = [prompts[i % len(prompts)] for i in range(config.images)]
+    runs = [attack_run(pipe, name, concept, detector, config, prompts, round_ * config.restarts + k)
+            for k in range(config.restarts)]
+    return AttackRun(name, sum(r.hits for r in runs), sum(r.n for r in runs), sum(r.seconds for r in runs),
+                     [f for r in runs for f in r.found])
+
+
+def attack_run(pipe, name: str, concept: str, detector, config: HardenConfig, prompts: list[str],
+               index: int) -> AttackRun:
+    """The loop's `index`-th run of attack `name`: attack seed `seed + index`, its own block of image seeds."""
+    attack = build_attack(name, concept, **{**config.attack_options.get(name, {}), "seed": config.seed + index})
+    start = config.image_seed + index * config.images
+    seeds = list(range(start, start + config.images))
     t = time.perf_counter()
     result = attack(pipe, prompts, seeds)
     shown, _, _ = successes(result, detector)

@@ -5,7 +5,7 @@ import torch
 
 from ..attacks.whitebox import encode_ids
 from ..closed_form.prior import caption_list, caption_prior, relative_prior
-from ..closed_form.rows import adversarial_rows, context_rows, covariance, pushed
+from ..closed_form.rows import adversarial_rows, context_rows, covariance
 from ..methods.uce import frames
 from .probe import Adversarial
 
@@ -16,13 +16,12 @@ def reference_ids(pipe, found: Adversarial) -> torch.Tensor:
     return torch.tensor([kept + [pipe.tokenizer.pad_token_id] * len(found.free)])
 
 
-def erase_rows(pipe, found: list[Adversarial], eta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(erase, value) rows of every adversarial input: its rows from the first free token on, mapped to the
-    prompt's own rows without the adversarial tokens (which the edit already erases), pushed past them by η."""
+def erase_rows(pipe, found: list[Adversarial]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(erase, reference) rows of every adversarial input: its rows from the first free token on, and the
+    prompt's own rows without the adversarial tokens (which the edit already erases) they map to, before the push."""
     pairs = [adversarial_rows(f.embeddings, encode_ids(pipe, reference_ids(pipe, f))[0].to(f.embeddings), f.free)
              for f in found]
-    erase, value = torch.cat([e for e, _ in pairs]), torch.cat([v for _, v in pairs])
-    return erase, pushed(value, erase, eta)
+    return torch.cat([e for e, _ in pairs]), torch.cat([v for _, v in pairs])
 
 
 def held_rows(pipe, spec, earlier: torch.Tensor | None) -> torch.Tensor:
