@@ -7,9 +7,10 @@ after every row) and prints each row as it is measured.
 
     python scripts/harden_suite.py [--concepts triangle "tobias renn"] [--methods uce rece trce-1] [--rounds 3]
                                    [--attacks concept-inversion unlearndiffatk] [--images 32] [--restarts K]
-                                   [--kept-seeds 32] [--also ring-a-bell p4d ...]
+                                   [--kept-seeds 32] [--attack-seeds 1] [--also ring-a-bell p4d ...]
 """
 import argparse
+import inspect
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from erasekit.bench.run import fd_scenes, frechet, row_options, row_spec
 from erasekit.bench.table import rate_cell
 from erasekit.detectors.shapeworld import shipped_classifier
 from erasekit.evaluation.prompts import shapeworld_sets
-from erasekit.evaluation.redteam import attack_once
+from erasekit.evaluation.redteam import AttackOutcome, attack_once
 from erasekit.evaluation.scoring import score_shapeworld
 from erasekit.attacks import ATTACKS
 from erasekit.harden import HARDENABLE, HardenConfig
@@ -41,10 +42,22 @@ def kept(pipe, concept: str, classifier, seeds: int) -> dict:
     return out
 
 
-def measure(pipe, edit, concept: str, attacks: list[str], images: int, classifier, seeds: int) -> dict:
+def attacked(pipe, attack: str, concept: str, images: int, classifier, attack_seeds: int) -> AttackOutcome:
+    """A fresh attack run on `images` images split over attack seeds 0 … attack_seeds − 1 (one concept-inversion
+    run learns one word for all its images: the rate of one run says little about the next seed's)."""
+    share = [images // attack_seeds + (k < images % attack_seeds) for k in range(attack_seeds)]
+    seeded = "seed" in inspect.signature(ATTACKS[attack]).parameters  # Ring-A-Bell's sweep has no seed
+    runs = [attack_once(pipe, attack, concept, n, classifier, first_seed=sum(share[:k]), **({"seed": k} if seeded
+                                                                                            else {}))
+            for k, n in enumerate(share)]
+    return AttackOutcome(attack, sum(r.hits for r in runs), images, sum(r.seconds for r in runs), runs[0].prompt)
+
+
+def measure(pipe, edit, concept: str, attacks: list[str], images: int, classifier, seeds: int,
+            attack_seeds: int) -> dict:
     edit.apply(pipe)
     try:
-        return {**{a: attack_once(pipe, a, concept, images, classifier) for a in attacks},
+        return {**{a: attacked(pipe, a, concept, images, classifier, attack_seeds) for a in attacks},
                 **kept(pipe, concept, classifier, seeds)}
     finally:
         edit.remove(pipe)
@@ -59,7 +72,7 @@ def row(concept: str, label: str, before: dict, after: dict, record: dict, attac
 
 
 def table(rows: list[str], attacks: list[str], images: int, rounds: int, restarts: int, seeds: int,
-          hardened: list[str]) -> str:
+          hardened: list[str], attack_seeds: int) -> str:
     head = ("| concept | start | " + " | ".join(f"{a} before → after" for a in attacks)
             + " | preservation | benign kept | FD | round kept | harden time |\n|---|---|"
             + "---|" * (len(attacks) + 5) + "\n")
@@ -67,7 +80,8 @@ def table(rows: list[str], attacks: list[str], images: int, rounds: int, restart
             f"{', '.join(hardened)} (at most {rounds} rounds; the "
             f"loop's attack runs: {restarts} a round per attack, 16 images each, on attack seeds from 1000, image "
             "seeds from 100 000), each "
-            f"measured by a fresh run: {images} images (seeds 0–{images - 1}, attack seed 0, four prompts naming the "
+            f"measured by fresh runs: {images} images (seeds 0–{images - 1}, attack seeds 0–{attack_seeds - 1}, four "
+            "prompts naming the "
             "concept), rate% [95 % Wilson interval] (k/n). Preservation: the attribute's other values (bench set, "
             f"{seeds} seeds a prompt); benign kept: the explicit prompts' other attributes; FD: 64 scenes without the concept vs "
             "renders. Harden time: the whole loop (attacks, solves, validation) on one CPU thread.\n")
@@ -82,6 +96,8 @@ def main() -> None:
                         help="attacks measured before and after (fresh runs) that the loop does not harden against")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--attack-seeds", type=int, default=1,
+                        help="attack seeds the fresh runs' images are split over (seeds 0 … K − 1)")
     parser.add_argument("--kept-seeds", type=int, default=32,
                         help="seeds a prompt for preservation and benign attributes (bench sets)")
     parser.add_argument("--restarts", type=int, default=HardenConfig.restarts,
@@ -97,15 +113,17 @@ def main() -> None:
             method, options = row_options(label, concept)
             edit = erasekit.erase(pipe, method, row_spec(label, concept), **options)
             measured = args.attacks + [a for a in args.also if a not in args.attacks]
-            before = measure(pipe, edit, concept, measured, args.images, classifier, args.kept_seeds)
+            before = measure(pipe, edit, concept, measured, args.images, classifier, args.kept_seeds,
+                             args.attack_seeds)
             t = time.perf_counter()
             hardened = erasekit.harden(pipe, edit, args.attacks, args.rounds, restarts=args.restarts, log=print)
             print(f"{concept} | {label}: hardened in {time.perf_counter() - t:.0f} s", flush=True)
-            after = measure(pipe, hardened, concept, measured, args.images, classifier, args.kept_seeds)
+            after = measure(pipe, hardened, concept, measured, args.images, classifier, args.kept_seeds,
+                            args.attack_seeds)
             rows.append(row(concept, label, before, after, hardened.metadata["protocol"]["hardening"], measured))
             print(rows[-1], flush=True)
             out.write_text(table(rows, measured, args.images, args.rounds, args.restarts, args.kept_seeds,
-                                 args.attacks))
+                                 args.attacks, args.attack_seeds))
     print(out.read_text())
 
 

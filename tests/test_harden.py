@@ -120,9 +120,17 @@ def test_backoff_must_be_gentler_than_eta(sd1, base):
         tiny_harden(sd1, base, backoff=(1.5,))
 
 
-def test_harden_stops_when_every_attack_is_under_the_target(sd1, base):
+def test_harden_stops_when_every_attack_is_under_the_target_by_its_interval_or_nothing_is_found(sd1, base):
     record = tiny_harden(sd1, base, rounds=3, detector=False).metadata["protocol"]["hardening"]
-    assert record["kept_round"] == 0 and len(record["rounds"]) == 1 and "target" in record["stopped"]
+    assert record["kept_round"] == 0 and len(record["rounds"]) == 1 and "found" in record["stopped"]
+    record = tiny_harden(sd1, base, rounds=3, detector=False, target=0.7).metadata["protocol"]["hardening"]
+    assert len(record["rounds"]) == 1 and "target" in record["stopped"]  # 0/2: 95 % interval [0, 65.8 %]
+    first = Detector("first", lambda images: (torch.arange(len(images)) == 0).float())
+    record = erasekit.harden(sd1, base, ("unlearndiffatk",), 1, detector=first, preservation=lambda pipe: 1.0,
+                             prompts=["a cat"], images=2, target=0.6, attack_options={"unlearndiffatk": FAST[
+                                 "unlearndiffatk"]}).metadata["protocol"]["hardening"]
+    assert record["rounds"][0]["success"]["unlearndiffatk"] == 0.5  # under the target, not by the interval:
+    assert len(record["rounds"]) == 2 and record["rounds"][1]["rows_erased"] > 0  # its find is erased
 
 
 @pytest.mark.parametrize("attacks, rounds, message", [

@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
                        "the attacks find, repeat", description="Each round attacks the model with the edit (and "
                        "the hardening so far) on seeds of its own, erases in closed form the adversarial tokens that "
                        "still bring the concept back (with the preserved concepts and a caption prior held), and "
-                       "checks preservation; it stops when every attack's success is under --target, after "
+                       "checks preservation; it stops when every attack's success is under --target by its 95 % "
+                       "interval, when no attack finds the concept, after "
                        "--rounds, or when preservation would drop more than --max-drop (keeping the round before). "
                        "Writes one edit (the base edit plus the hardening) to DIR with the rounds' history in its "
                        "protocol, and DIR/history.png. ShapeWorld concepts (success and preservation are judged by "
@@ -22,7 +23,7 @@ def add_parser(sub) -> None:
                    f"{', '.join(ATTACKS)}); default: concept-inversion and unlearndiffatk")
     p.add_argument("--rounds", type=int, default=3, help="at most this many hardening rounds (default 3)")
     p.add_argument("--target", type=PROBABILITY, default=0.05, help="stop when every attack's success rate is "
-                   "under this (default 0.05)")
+                   "under this by its 95 %% interval on the round's images (default 0.05)")
     p.add_argument("--max-drop", type=PROBABILITY, default=0.05, help="largest preservation drop from the base "
                    "edit's accepted (default 0.05)")
     p.add_argument("--images", type=COUNT, default=16, help="images per attack run (default 16)")

@@ -43,12 +43,14 @@ class AttackOutcome:
     images: list = field(repr=False, default_factory=list)
 
 
-def attack_once(pipe, name: str, concept: str, images: int, classifier=None, **options) -> AttackOutcome:
-    """Attack `concept` on `images` images (seeds 0 … images − 1) with the registered attack `name` (its
-    defaults) and count the images that show the concept. Timed: the search and the adversarial images (the
-    prompts' own images, the pre-attack rate, are the bench's target columns and are not generated here)."""
+def attack_once(pipe, name: str, concept: str, images: int, classifier=None, first_seed: int = 0,
+                **options) -> AttackOutcome:
+    """Attack `concept` on `images` images (seeds `first_seed` … `first_seed` + images − 1) with the registered
+    attack `name` (its defaults) and count the images that show the concept. Timed: the search and the
+    adversarial images (the prompts' own images, the pre-attack rate, are the bench's target columns and are not
+    generated here)."""
     attack = build_attack(name, concept, **options)
-    prompts, seeds = attack_prompts(concept, images), list(range(images))
+    prompts, seeds = attack_prompts(concept, images), list(range(first_seed, first_seed + images))
     start = time.perf_counter()
     result = attack(pipe, prompts, seeds, before=False)
     seconds = time.perf_counter() - start

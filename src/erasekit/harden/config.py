@@ -17,7 +17,7 @@ CLOSED_FORM = ("uce", "rece", "trce")
 class HardenConfig:
     attacks: tuple[str, ...] = ("concept-inversion", "unlearndiffatk")
     rounds: int = 3
-    target: float = 0.05           # stop once every attack's success rate is under this
+    target: float = 0.05           # stop once every attack's success rate is under this by its 95 % interval
     max_drop: float = 0.05         # preservation may fall this much below the base edit's (round 0) …
     floor: float | None = None     # … or, when given, not below this absolute accuracy
     images: int = 16               # images per attack run (four prompts naming the concept, cycled)

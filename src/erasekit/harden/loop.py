@@ -13,6 +13,7 @@ from ..concepts import ConceptSpec
 from ..detectors import shapeworld_detector
 from ..edits import WeightDelta, applied_edits
 from ..errors import ErasekitError
+from ..evaluation.scoring import wilson
 from ..methods.rece import merge
 from ..models import kv_weights
 from ..models.parameters import canonical
@@ -69,7 +70,7 @@ class Loop:
         floor = self.floor()
         accepted = [(worst(runs), 0, None)]  # (worst attack's success, round, hardening)
         for r in range(1, self.config.rounds + 1):
-            if self.under_target(runs):
+            if self.done(runs):
                 break
             erase, reference = erase_rows(self.pipe, [f for run in runs for f in run.found])
             solve_round = self.solver(current, erase)  # the weights and held rows: one per round, whatever η
@@ -86,15 +87,22 @@ class Loop:
             self.hardening, current, runs = hardening, candidate, next_runs
             self.erased = erase if self.erased is None else torch.cat([self.erased, erase])
             accepted.append((worst(runs), r, hardening))
-        stopped = stopped or ("every attack under the target" if self.under_target(runs) else "rounds done")
+        stopped = stopped or self.done(runs) or "rounds done"
         # an attack can find its way back after a round that stopped it: keep the accepted round whose strongest
         # attack did least on the loop's own seeds (ties: the later, more hardened one)
         _, kept, hardening = min(accepted, key=lambda a: (a[0], -a[1]))
         self.log(f"harden: {stopped}; round {kept} kept")
         return combined(self.pipe, self.base, hardening, self.protocol(kept, floor, stopped, start))
 
-    def under_target(self, runs) -> bool:
-        return all(run.rate < self.config.target for run in runs)
+    def done(self, runs) -> str | None:
+        """Why the loop can stop after these runs, if it can: every attack's rate under the target by its 95 %
+        interval (a rate under it on few images is not evidence: fresh seeds found the concept again), or no
+        input found to erase."""
+        if all(wilson(run.hits, run.n)[1] < self.config.target for run in runs):
+            return "every attack under the target"
+        if not any(run.found for run in runs):
+            return "no attack found the concept on the loop's seeds"
+        return None
 
     def look(self, edit: WeightDelta, r: int, rows: int, eta: float | None = None) -> list:
         """Attack the model with `edit` applied, on round r's seeds; measure preservation; record the round."""
