@@ -1,6 +1,5 @@
 """Trajectories: the same sampler as `generate`, with intermediate latents, early stops, log-probabilities and
 gradients."""
-import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler
