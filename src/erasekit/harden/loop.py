@@ -19,7 +19,7 @@ from ..models import kv_weights
 from ..models.parameters import canonical
 from ..shapeworld.domain import find_concept
 from .config import HardenConfig, check_request
-from .probe import run_attack, shapeworld_preservation
+from .probe import run_attack, run_indices, run_seeds, shapeworld_preservation
 from .rows import erase_rows, preserve_cov
 
 
@@ -150,9 +150,8 @@ class Loop:
 
 def round_seeds(config: HardenConfig, r: int) -> dict:
     """Round r's attack seeds (one per restart) and the first and last of its image seeds."""
-    first, per_round = r * config.restarts, config.restarts * config.images
-    return {"attack_seeds": [config.seed + first + k for k in range(config.restarts)],
-            "image_seeds": [config.image_seed + r * per_round, config.image_seed + (r + 1) * per_round - 1]}
+    runs = [run_seeds(config, index) for index in run_indices(config, r)]
+    return {"attack_seeds": [seed for seed, _ in runs], "image_seeds": [runs[0][1][0], runs[-1][1][-1]]}
 
 
 def worst(runs) -> float:

@@ -42,24 +42,34 @@ def run_attack(pipe, name: str, concept: str, detector, config: HardenConfig, ro
     every prompt whose image shows it."""
     prompts = prompts or attack_prompts(concept, 4)  # four distinct prompts naming the concept, cycled
     prompts = [prompts[i % len(prompts)] for i in range(config.images)]
-    runs = [attack_run(pipe, name, concept, detector, config, prompts, round_ * config.restarts + k)
-            for k in range(config.restarts)]
+    runs = [attack_run(pipe, name, concept, detector, config, prompts, index)
+            for index in run_indices(config, round_)]
     return AttackRun(name, sum(r.hits for r in runs), sum(r.n for r in runs), sum(r.seconds for r in runs),
                      [f for r in runs for f in r.found])
 
 
 def attack_run(pipe, name: str, concept: str, detector, config: HardenConfig, prompts: list[str],
                index: int) -> AttackRun:
-    """The loop's `index`-th run of attack `name`: attack seed `seed + index`, its own block of image seeds."""
-    attack = build_attack(name, concept, **{**config.attack_options.get(name, {}), "seed": config.seed + index})
-    start = config.image_seed + index * config.images
-    seeds = list(range(start, start + config.images))
+    """The loop's `index`-th run of attack `name`, on that run's seeds."""
+    attack_seed, seeds = run_seeds(config, index)
+    attack = build_attack(name, concept, **{**config.attack_options.get(name, {}), "seed": attack_seed})
     t = time.perf_counter()
     result = attack(pipe, prompts, seeds)
     shown, _, _ = successes(result, detector)
     found = [item for setting in result.details.get("union") or [result.details["setting"]]
              for item in successful(result, setting, prompts, detector)]
     return AttackRun(name, int(shown.sum()), len(seeds), time.perf_counter() - t, found)
+
+
+def run_indices(config: HardenConfig, round_: int) -> range:
+    """The loop's run indices in round `round_`: one per restart, every run's seeds its own."""
+    return range(round_ * config.restarts, (round_ + 1) * config.restarts)
+
+
+def run_seeds(config: HardenConfig, index: int) -> tuple[int, list[int]]:
+    """The `index`-th run's attack seed (`seed + index`) and image seeds (its own block from `image_seed`)."""
+    start = config.image_seed + index * config.images
+    return config.seed + index, list(range(start, start + config.images))
 
 
 def successful(result, setting: str, prompts: list[str], detector) -> list[Adversarial]:
