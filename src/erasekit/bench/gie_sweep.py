@@ -20,7 +20,7 @@ from ..methods import erase
 from ..sampling import generate
 from ..utils.files import atomic_write_json, save_image
 from ..utils.plot import line_plot
-from .table import rate_cell, tally
+from .table import rate_cell, slug, tally
 
 STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0, 4.0, 8.0)  # |w|; 0 is the original model
 SETTINGS = {  # label → GIE options besides the strength
@@ -85,7 +85,7 @@ def run_sweep(pipe, concepts=("triangle", "tobias renn"), out: str | Path = "ben
 
 
 def plot_name(concept: str) -> str:
-    return f"gie_sweep_{concept.replace(' ', '-')}.png"
+    return f"gie_sweep_{slug(concept)}.png"
 
 
 def sweep_plot(concept: str, table: dict, strengths):

@@ -52,7 +52,7 @@ from ..shapeworld.render import scene_images
 from ..utils.files import atomic_write_bytes, atomic_write_json, grid, save_image
 from ..utils.images import to_unit
 from .report import write_report
-from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, grid_name, markdown, tally
+from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, grid_name, markdown, slug, tally
 
 # The bench's training budget for the fine-tuning methods on ShapeWorld (2 CPU cores): 100 optimiser steps, x_t
 # from 10-step DDIM trajectories. The methods' own defaults are their authors' (SD-sized) budgets.
@@ -132,7 +132,7 @@ def reward_curve(edit, out: Path, concept: str, label: str) -> dict:
     if not edit.metadata["protocol"].get("rewards"):
         return {}
     from ..methods.forceforget import save_reward_curve
-    name = f"reward_{concept.replace(' ', '-')}_{label}.png"
+    name = f"reward_{slug(concept)}_{label}.png"
     save_reward_curve(edit, out / name)
     return {"reward_curve": name}
 
@@ -264,7 +264,7 @@ def bench_row(pipe, classifier, concept: str, label: str, seeds: int, out: Path,
 
 
 def row_path(out: Path, concept: str, label: str) -> Path:
-    return out / "rows" / f"{concept.replace(' ', '-')}__{label}.json"
+    return out / "rows" / f"{slug(concept)}__{label}.json"
 
 
 def kept_row(out: Path, concept: str, label: str, settings: dict) -> dict | None:

@@ -61,11 +61,16 @@ def markdown(rows: list[dict]) -> str:
     return header + "\n".join(lines) + "\n" + note
 
 
+def slug(concept: str) -> str:
+    """A concept as it appears in the bench's file names: "tobias renn" → "tobias-renn"."""
+    return concept.replace(" ", "-")
+
+
 def grid_name(concept: str, method: str) -> str:
     """The image grid of a row: explicit prompts, same seeds in every row."""
-    return f"grid_{concept.replace(' ', '-')}_{method}.png"
+    return f"grid_{slug(concept)}_{method}.png"
 
 
 def attack_grid_name(concept: str, method: str, attack: str) -> str:
     """The adversarial images of an attack against a row."""
-    return f"attack_{concept.replace(' ', '-')}_{method}_{attack}.png"
+    return f"attack_{slug(concept)}_{method}_{attack}.png"
