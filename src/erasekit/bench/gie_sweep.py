@@ -18,9 +18,9 @@ from ..evaluation.prompts import shapeworld_sets
 from ..evaluation.scoring import score_shapeworld
 from ..methods import erase
 from ..sampling import generate
-from ..utils.files import atomic_write_json, save_image
+from ..utils.files import atomic_write_json, save_image, slug
 from ..utils.plot import line_plot
-from .table import rate_cell, slug, tally
+from .table import rate_cell, tally
 
 STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0, 4.0, 8.0)  # |w|; 0 is the original model
 SETTINGS = {  # label → GIE options besides the strength

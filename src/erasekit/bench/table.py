@@ -6,6 +6,7 @@ row keeps under "counts" (bench.json). A cell that was not measured is "–"."""
 from __future__ import annotations
 
 from ..evaluation.scoring import wilson
+from ..utils.files import slug
 
 ATTACK_COLUMNS = {"asr_ringabell_ga": "ring-a-bell-ga", "asr_unlearndiffatk": "unlearndiffatk", "asr_p4d": "p4d",
                   "asr_concept_inversion": "concept-inversion"}  # column → attack (measured by --attacks)
@@ -59,11 +60,6 @@ def markdown(rows: list[dict]) -> str:
         note += (f"Cells on fewer than {separating_images()} images cannot tell a 5 % rate from a 20 % one (their "
                  f"intervals overlap): here {', '.join(few)} (a larger `--seeds` raises them).\n")
     return header + "\n".join(lines) + "\n" + note
-
-
-def slug(concept: str) -> str:
-    """A concept as it appears in the bench's file names: "tobias renn" → "tobias-renn"."""
-    return concept.replace(" ", "-")
 
 
 def grid_name(concept: str, method: str) -> str:

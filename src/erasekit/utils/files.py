@@ -12,6 +12,11 @@ from pathlib import Path
 from PIL import Image
 
 
+def slug(name: str) -> str:
+    """A concept as it appears in file names: "tobias renn" → "tobias-renn"."""
+    return name.replace(" ", "-")
+
+
 def temporary_sibling(path: Path, suffix: str = "") -> Path:
     """A hidden name beside `path` for writing before the rename (per process, so parallel writers never share)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ...errors import ErasekitError
-from ...utils.files import atomic_dir
+from ...utils.files import atomic_dir, slug
 
 WEIGHTS, CARD = "adapter.safetensors", "adapter.json"
 PROBE_STRENGTH = {"erasekit": 0.0, "authors": 1.0}  # kind → the w at which its features are recorded
@@ -73,7 +73,7 @@ class ScaleAdapter(torch.nn.Module):
 
 def shipped_adapter(spec) -> Path:
     """The adapter shipped for a ShapeWorld concept (trained on the embedded model)."""
-    path = SHIPPED / spec.name.split("/")[-1].replace(" ", "-")
+    path = SHIPPED / slug(spec.name.split("/")[-1])
     if not (path / WEIGHTS).is_file():
         available = sorted(p.name for p in SHIPPED.glob("*") if (p / WEIGHTS).is_file())
         raise ErasekitError(f"no shipped GIE adapter for {spec.name!r}; shipped: {', '.join(available) or 'none'}; "
