@@ -163,6 +163,9 @@ def test_bench_keeps_each_finished_row_and_resumes_after_a_kill(tmp_path, monkey
     assert len(json.loads((tmp_path / "bench.json").read_text())["rows"]) == 3
     with pytest.raises(ErasekitError, match="measured with .* not"):  # other seeds: refused, not mixed in
         bench_run.run_bench(["uce"], ["triangle"], tmp_path, seeds=3, progress=lambda *_: None, resume=True)
+    monkeypatch.setitem(bench_run.VARIANTS, "uce-plain", ("uce", {"eta": 2.0}))  # the row's options changed since
+    with pytest.raises(ErasekitError, match="measured with the options .* not the bench"):
+        bench_run.run_bench(["uce-plain"], ["triangle"], tmp_path, seeds=2, progress=lambda *_: None, resume=True)
     calls[:] = []
     bench_run.run_bench(["uce"], ["triangle"], tmp_path, seeds=2, progress=lambda *_: None)
     assert calls == ["original", "uce"]  # without --resume every row is measured again

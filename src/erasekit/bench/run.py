@@ -49,10 +49,10 @@ from ..shapeworld.captions import prompt as scene_prompt
 from ..shapeworld.domain import LABELS, SHAPE_NAMES, find_concept
 from ..shapeworld.prompts import held_out_sets
 from ..shapeworld.render import scene_images
-from ..utils.files import atomic_write_bytes, atomic_write_json, grid, save_image
+from ..utils.files import atomic_write_bytes, atomic_write_json, grid, save_image, slug
 from ..utils.images import to_unit
 from .report import write_report
-from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, grid_name, markdown, slug, tally
+from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, grid_name, markdown, tally
 
 # The bench's training budget for the fine-tuning methods on ShapeWorld (2 CPU cores): 100 optimiser steps, x_t
 # from 10-step DDIM trajectories. The methods' own defaults are their authors' (SD-sized) budgets.
@@ -276,6 +276,10 @@ def kept_row(out: Path, concept: str, label: str, settings: dict) -> dict | None
     if kept.get("settings") != settings:
         raise ErasekitError(f"{path} was measured with {kept.get('settings')}, not {settings}: resume with the "
                             "same settings, or bench into another --out")
+    options = json.loads(json.dumps(row_options(label, concept)[1])) if label != "original" else None
+    if label != "original" and kept["row"].get("options") != options:
+        raise ErasekitError(f"{path} was measured with the options {kept['row'].get('options')}, not the bench's "
+                            f"{options}: bench into another --out")
     return kept["row"]
 
 
@@ -284,7 +288,7 @@ def run_bench(methods=DEFAULT_METHODS, concepts=DEFAULT_CONCEPTS, out: str | Pat
     """`attacks`: the attacks of the attack columns to run on every row (ATTACK_COLUMNS' values; none by
     default, their cells then "–"). Every finished row is kept in `out`/rows/; `resume` reuses those measured with
     the same seeds, attacks, model and erasekit version (a long run, such as the attacks profile, continues where
-    it stopped) and refuses those measured otherwise."""
+    it stopped) and refuses those measured otherwise or with other options for their row (VARIANTS changed)."""
     unknown = sorted(set(attacks) - set(ATTACK_COLUMNS.values()))
     if unknown:
         raise ErasekitError(f"no bench column for attack(s) {unknown}; available: {', '.join(ATTACK_COLUMNS.values())}")
