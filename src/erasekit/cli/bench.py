@@ -16,7 +16,7 @@ def add_parsers(sub) -> None:
                        "DIR/bench.md and DIR/report.html.")
     add_model(p, " (a ShapeWorld-vocabulary model)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="main",
-                   help="which rows: main (the README's main job, 17-19 min on 2 cores: " +
+                   help="which rows: main (the README's main job, 14-18 min on 2 cores: " +
                    " ".join(PROFILES["main"]) + "; no attack columns but Ring-A-Bell's), full (also gie-fast, "
                    "sld, sld-max and forceforget, about 20 min more) or attacks (main's rows and sld-max, every "
                    "attack column on 80 images each: about 2 h on 2 cores, estimated from the attack suite's "
@@ -27,7 +27,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods or variants instead of the profile's (uce-plain, rece-plain, trce-1-plain: the bare "
                    "concept, no preset; trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x, "
-                   "esd-u, abo (plain erasure), abo-alt (triangle → diamond, tobias renn → mira solberg): trained "
+                   "esd-u, abo (plain erasure at eta 0.5, guidance-weighted loss), abo-alt (triangle → diamond, tobias renn → mira solberg): trained "
                    "for 100 steps on x_t from 10-step trajectories; gie: its defaults (fixed w = -1.75); "
                    "gie-adapter: the shipped scale adapter; gie-fast: one branch; sld / sld-max: presets medium / "
                    "max; forceforget: 40 RL rounds of 32 samples at lr 1e-2, its reward curve in the report)")

@@ -12,8 +12,10 @@ same template around the alternative, so the rest of the prompt keeps its guidan
 erasekit's choice, as ESD's target and erasekit's UCE values). The paper's plain erasure makes it vanish (`eta=0`),
 which leaves the concept at its base rate: the model then draws what the rest of the prompt implies (ShapeWorld,
 bench budget: triangle 57 %, tobias renn 96 % of 84 images still detected; with η = 1, 0/168 and 1/168 at
-`bench --seeds 8`, benign attributes 98.8 % and 97.5 %). Defaults: λ_u = 1, trainable cross-attention `to_k`/`to_v`
-(`trainable="xattn"`: all of attn2), Adam lr 1e-5, ~1000 steps.
+`bench --seeds 8`, benign attributes 98.8 % and 97.5 %, but the triangle's FD 89.4 against the original's 69.6).
+With `loss_weighting="guidance"` (every step of the trajectory weighs alike) η = 0.5 erases both at 16 seeds a
+phrasing (0/240 each, seeds 100+), FD 72.8 and 76.4 (original 69.6 and 68.9): the bench's plain row. Defaults:
+λ_u = 1, trainable cross-attention `to_k`/`to_v` (`trainable="xattn"`: all of attn2), Adam lr 1e-5, ~1000 steps.
 
     edit = erasekit.erase(pipe, "abo", ["Van Gogh"], anchor="Claude Monet")
     images = purify(pipe, edit, [photo], prompt="a painting")        # DDIM-invert, regenerate with the edit
