@@ -1,7 +1,8 @@
 """Red-teaming on ShapeWorld: each attack against the original model (the sanity row: it should bring the concept
 back on ≥ 90 % of images) and against each method's bench edit (bench.VARIANTS' options; the fine-tuning methods
 train on the bench's budget), on each concept. Per cell: the success rate (the ShapeWorld classifier finds the
-concept), k/n, its 95 % Wilson interval and the seconds the attack took (search and generation, one thread).
+concept), k/n, its 95 % Wilson interval and the seconds the attack took (search and generation; one thread unless
+--threads).
 Writes a markdown table (--out, rewritten after every model) and prints each cell as it is measured.
 
     python scripts/attack_suite.py [--concepts triangle "tobias renn"] [--methods uce rece ...] [--images 80]
@@ -22,7 +23,7 @@ from erasekit.evaluation.redteam import ATTACK_NAMES, attack_once
 METHODS = PROFILES["main"] + ("sld-max", "sld")  # every bench row but ForceForget (12-15 min of training a concept)
 
 
-def table(cells: dict, attacks: list[str], images: int) -> str:
+def table(cells: dict, attacks: list[str], images: int, threads: int) -> str:
     """One row per (concept, model), one column per attack: rate% [95 % interval] (k/n), seconds."""
     head = "| concept | model | " + " | ".join(attacks) + " |\n|---|---|" + "---|" * len(attacks) + "\n"
     rows = [f"| {concept} | {model} | " + " | ".join(
@@ -30,7 +31,7 @@ def table(cells: dict, attacks: list[str], images: int) -> str:
         for (concept, model), found in cells.items()]
     return (head + "\n".join(rows) + f"\n\nAttack success rate on {images} images per cell (seeds 0–{images - 1}, "
             "four prompts naming the concept), 95 % Wilson interval, k/n, and the attack's seconds (search and "
-            "generation) on one CPU thread.\n")
+            f"generation) on {threads} CPU thread(s).\n")
 
 
 def erased(pipe, label: str, concept: str):
@@ -50,8 +51,10 @@ def main() -> None:
                         "%(default)s: enough that 5 %% and 20 %% have disjoint intervals)")
     parser.add_argument("--attacks", nargs="+", default=list(ATTACK_NAMES), choices=ATTACK_NAMES)
     parser.add_argument("--out", default="out/attack_table.md")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: two suites side by side "
+                        "on 2 cores)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     pipe, classifier = erasekit.load_pipeline(None), shipped_classifier()
     out, cells = Path(args.out), {}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +74,7 @@ def main() -> None:
             finally:
                 if edit is not None:
                     edit.remove(pipe)
-            out.write_text(table(cells, args.attacks, args.images))
+            out.write_text(table(cells, args.attacks, args.images, args.threads))
     print(out.read_text())
 
 
