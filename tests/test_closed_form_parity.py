@@ -126,7 +126,7 @@ def trce_rows(pipe, spec):
     return enc_m.embeddings[index, enc_m.eot_index].double(), enc_s.embeddings[index, enc_s.eot_index].double()
 
 
-def test_trce_default_pushes_context_rows_past_the_safe_rows_with_a_relative_prior(sd1, tmp_path):
+def test_trce_default_maps_context_rows_to_the_anchor_with_a_relative_prior_and_pushes_a_bare_concept(sd1, tmp_path):
     spec = resolve(["nude"], anchor="cat")
     weights = {n: w.double() for n, w in kv_weights(sd1.unet).items()}
     c2, tokens = caption_prior(sd1, caption_list(sd1, ["nude"]), str(tmp_path))
@@ -134,9 +134,13 @@ def test_trce_default_pushes_context_rows_past_the_safe_rows_with_a_relative_pri
     edit = erasekit.erase(sd1, "trce", spec, stages=1, lam=1e-3, cache_dir=str(tmp_path))
     erase, value = context_rows(sd1, ["nude"], ["cat"], TEMPLATES)
     prior = c2 * ((erase ** 2).sum() / n / c2.trace())  # trace equal to the weighted erase rows'
-    assert_same(sd1, edit, solve_reference(weights, erase, value - (erase - value), preserve_cov=prior, lam=1e-3,
+    assert edit.metadata["protocol"]["eta"] == 0.0  # an anchor: its rows are the targets (the authors')
+    assert_same(sd1, edit, solve_reference(weights, erase, value, preserve_cov=prior, lam=1e-3,
                                            erase_weights=torch.full((len(erase),), 1 / n)))
-    first = erasekit.erase(sd1, "trce", spec, stages=1, lam=1e-3, cache_dir=str(tmp_path), rows="first_eot")
+    bare = erasekit.erase(sd1, "trce", ["nude"], stages=1, lam=1e-3, cache_dir=str(tmp_path))
+    assert bare.metadata["protocol"]["eta"] == 1.0  # no anchor: pushed past the empty word's rows
+    first = erasekit.erase(sd1, "trce", spec, stages=1, lam=1e-3, cache_dir=str(tmp_path), rows="first_eot",
+                           eta=1.0)
     erase, value = trce_rows(sd1, spec)
     prior = 0.01 ** 2 / 3e4 * 30_000 * 77 / tokens * c2
     assert_same(sd1, first, solve_reference(weights, erase, value - (erase - value), preserve_cov=prior, lam=1e-3,

@@ -6,8 +6,8 @@ erase sums divided by the number of pairs N, with a preservation prior C2 = Σ e
 list (cached on disk per model, coefficient s²/3e4) and λ = 0 — that is `parity="authors"`.
 erasekit's default erases when called with a bare concept (no preset, empty anchor): every row from the concept
 to the end of each prompt ("context", as UCE's; the first EoT is among them), values pushed past the safe rows,
-s − η(m − s) with η = 1, and the prior relative to those rows' mass (`prior`, as UCE's), since the authors'
-coefficient is tuned for one row a pair. First-EoT rows alone with the push left 4–6 % of the triangle on held-out
+s − η(m − s) with η = 1 (with an anchor, η = 0: its rows are mapped to the anchor's, as the authors'), and the prior
+relative to those rows' mass (`prior`, as UCE's), since the authors' coefficient is tuned for one row a pair. First-EoT rows alone with the push left 4–6 % of the triangle on held-out
 phrasings (80 images a set); `rows="first_eot"` keeps them with the authors' coefficient.
 Stage 2, fine-tuning (`trce_stage2`): contrastive steering of the early trajectory on the stage-1 model. Two stages
 is the default and one Edit holds both; `stages=1` gives the closed-form edit alone.
@@ -51,7 +51,8 @@ class TRCEConfig(FineTuneConfig):
     weighting: str = "mean"           # "mean": erase sums / N prompt pairs (the authors'); "sum": weight 1 a row
     rows: str = "context"             # "context": the concept's rows to the end (erasekit's, as UCE's); "first_eot"
     prior: float = 1.0                # context rows: the caption prior relative to the erase rows' mass (as UCE's)
-    eta: float = 1.0                  # values pushed past the safe rows, s − η(m − s) (erasekit, as UCE's η)
+    eta: float | None = None          # values pushed past the safe rows, s − η(m − s) (erasekit, as UCE's η);
+                                      # None: 1 for a bare concept (empty anchor), 0 (the safe rows) with anchors
     parity: str = "erasekit"          # "authors": rows "first_eot", η 0, the authors' prior (overriding those)
     lam: float = 0.0                  # the authors use none; a random-init text encoder needs some
     # stage 2 (the shared fine-tuning settings above, with the authors' values)
@@ -128,8 +129,9 @@ def stage1(pipe, spec, config: TRCEConfig) -> WeightDelta:
         raise ErasekitError(f"TRCE weighting must be 'mean' or 'sum', not {config.weighting!r}")
     prompt_pairs = pairs(spec)
     malicious, safe = stage1_rows(pipe, spec, config)
+    eta = push_strength(spec, config)
     if config.parity == "erasekit":
-        safe = pushed(safe, malicious, config.eta)
+        safe = pushed(safe, malicious, eta)
     per_row = 1 / len(prompt_pairs) if config.weighting == "mean" else 1.0
     weights = torch.full((len(malicious),), per_row, dtype=torch.float64)
     c2, tokens = caption_prior(pipe, caption_list(pipe, spec.targets, config.captions), config.cache_dir)
@@ -140,4 +142,14 @@ def stage1(pipe, spec, config: TRCEConfig) -> WeightDelta:
     updates = solve(kv_weights(pipe.unet), malicious, safe, erase_weights=weights, preserve_cov=coefficient * c2,
                     lam=config.lam)
     return to_edit(pipe, updates, "trce", spec, config, prompt_pairs=len(prompt_pairs), prior_tokens=tokens,
-                   prior_coefficient=coefficient)
+                   prior_coefficient=coefficient, eta=eta)
+
+
+def push_strength(spec, config: TRCEConfig) -> float:
+    """η of stage 1's push: the config's, else 1 when a target has no safe concept (a bare concept: its rows mapped
+    to the empty word's would leave the rest of the prompt to imply the concept) and 0 when every target has one
+    (mapped to it, the authors' way; on ShapeWorld's tobias renn preset η = 1 kept the benign attributes in 90 %
+    of images, η = 0 in 98.8 %, both erasing 0/240 and 0/96 held-out)."""
+    if config.eta is not None:
+        return config.eta
+    return 0.0 if all(safe.strip() for _, safe in concept_pairs(spec)) else 1.0
