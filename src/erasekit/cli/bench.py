@@ -27,17 +27,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods or variants instead of the profile's (uce-plain, rece-plain, trce-1-plain: the bare "
                    "concept, no preset; trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x, "
-                   "esd-u, abo (plain erasure at eta 0.5, guidance-weighted loss), abo-alt (triangle → diamond, tobias renn → mira solberg): trained "
-                   "for 100 steps on x_t from 10-step trajectories; gie: its defaults (fixed w = -1.75); "
-                   "gie-adapter: the shipped scale adapter; gie-fast: one branch; sld / sld-max: presets medium / "
-                   "max; forceforget: 40 RL rounds of 32 samples at lr 1e-2, its reward curve in the report)")
+                   "esd-u, abo (plain erasure at eta 0.5, guidance-weighted loss), abo-alt (triangle → diamond, "
+                   "tobias renn → mira solberg): trained for 100 steps on x_t from 10-step trajectories; gie: its "
+                   "defaults (fixed w = -1.75); gie-adapter: the shipped scale adapter; gie-fast: one branch; sld / "
+                   "sld-max: presets medium / max; forceforget: 40 RL rounds of 32 samples at lr 1e-2, its reward curve in the report)")
     p.add_argument("--concepts", nargs="+", default=list(DEFAULT_CONCEPTS), help="ShapeWorld shapes or artists")
     p.add_argument("--seeds", type=COUNT, default=4, help="images per phrasing (default 4: 20 per target form; "
-                   "16 puts every column but a style's preservation on ≥ 80 images, enough to tell 5 %% from 20 %%)")
+                   "16 puts every column but a style's preservation on ≥ 80 images, enough to tell 5 %% from 20 %%; 27 "
+                   "that one too)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--resume", action="store_true", help="reuse the rows an earlier run into DIR finished (DIR/rows/, "
-                   "kept after every row) when it had the same seeds, attacks and model; a long run such as "
-                   "--profile attacks continues where it stopped")
+                   "kept after every row) when it had the same seeds, attacks, model and row options; a long run "
+                   "such as --profile attacks continues where it stopped")
     p.set_defaults(run=run_bench)
     r = sub.add_parser("report", help="render a bench folder's report.html again",
                        description="Re-render DIR/report.html from DIR/bench.json and its image grids.")
