@@ -139,6 +139,8 @@ def test_trce_default_maps_context_rows_to_the_anchor_with_a_relative_prior_and_
                                            erase_weights=torch.full((len(erase),), 1 / n)))
     bare = erasekit.erase(sd1, "trce", ["nude"], stages=1, lam=1e-3, cache_dir=str(tmp_path))
     assert bare.metadata["protocol"]["eta"] == 1.0  # no anchor: pushed past the empty word's rows
+    authors = erasekit.erase(sd1, "trce", ["nude"], stages=1, lam=1e-3, cache_dir=str(tmp_path), parity="authors")
+    assert authors.metadata["protocol"]["eta"] == 0.0  # the authors' parity never pushes
     first = erasekit.erase(sd1, "trce", spec, stages=1, lam=1e-3, cache_dir=str(tmp_path), rows="first_eot",
                            eta=1.0)
     erase, value = trce_rows(sd1, spec)

@@ -7,8 +7,9 @@ list (cached on disk per model, coefficient s²/3e4) and λ = 0 — that is `par
 erasekit's default erases when called with a bare concept (no preset, empty anchor): every row from the concept
 to the end of each prompt ("context", as UCE's; the first EoT is among them), values pushed past the safe rows,
 s − η(m − s) with η = 1 (with an anchor, η = 0: its rows are mapped to the anchor's, as the authors'), and the prior
-relative to those rows' mass (`prior`, as UCE's), since the authors' coefficient is tuned for one row a pair. First-EoT rows alone with the push left 4–6 % of the triangle on held-out
-phrasings (80 images a set); `rows="first_eot"` keeps them with the authors' coefficient.
+relative to those rows' mass (`prior`, as UCE's), since the authors' coefficient is tuned for one row a pair.
+First-EoT rows alone with the push left 4–6 % of the triangle on held-out phrasings (80 images a set);
+`rows="first_eot"` keeps them with the authors' coefficient.
 Stage 2, fine-tuning (`trce_stage2`): contrastive steering of the early trajectory on the stage-1 model. Two stages
 is the default and one Edit holds both; `stages=1` gives the closed-form edit alone.
 
@@ -146,10 +147,12 @@ def stage1(pipe, spec, config: TRCEConfig) -> WeightDelta:
 
 
 def push_strength(spec, config: TRCEConfig) -> float:
-    """η of stage 1's push: the config's, else 1 when a target has no safe concept (a bare concept: its rows mapped
-    to the empty word's would leave the rest of the prompt to imply the concept) and 0 when every target has one
-    (mapped to it, the authors' way; on ShapeWorld's tobias renn preset η = 1 kept the benign attributes in 90 %
-    of images, η = 0 in 98.8 %, both erasing 0/240 and 0/96 held-out)."""
+    """η of stage 1's push: 0 under the authors' parity (no push); the config's; else 1 when a target has no safe
+    concept (a bare concept: its rows mapped to the empty word's would leave the rest of the prompt to imply the
+    concept) and 0 when every target has one (mapped to it, the authors' way; on ShapeWorld's tobias renn preset
+    η = 1 kept the benign attributes in 90 % of images, η = 0 in 98.8 %, both erasing 0/240 and 0/96 held-out)."""
+    if config.parity == "authors":
+        return 0.0
     if config.eta is not None:
         return config.eta
     return 0.0 if all(safe.strip() for _, safe in concept_pairs(spec)) else 1.0
