@@ -278,10 +278,11 @@ def kept_row(out: Path, concept: str, label: str, settings: dict) -> dict | None
     if kept.get("settings") != settings:
         raise ErasekitError(f"{path} was measured with {kept.get('settings')}, not {settings}: resume with the "
                             "same settings, or bench into another --out")
-    options = json.loads(json.dumps(row_options(label, concept)[1])) if label != "original" else None
-    if label != "original" and kept["row"].get("options") != options:
-        raise ErasekitError(f"{path} was measured with the options {kept['row'].get('options')}, not the bench's "
-                            f"{options}: bench into another --out")
+    if label != "original":
+        options = json.loads(json.dumps(row_options(label, concept)[1]))  # as the kept JSON holds them
+        if kept["row"].get("options") != options:
+            raise ErasekitError(f"{path} was measured with the options {kept['row'].get('options')}, not the "
+                                f"bench's {options}: bench into another --out")
     return kept["row"]
 
 
