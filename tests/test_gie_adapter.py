@@ -90,8 +90,8 @@ def test_cli_refuses_bad_input_before_writing(tiny_dirs, tmp_path, capsys):
 @pytest.mark.parametrize("concept", ["triangle", "tobias renn"])
 def test_shipped_adapter_inhibits_target_prompts_and_spares_the_others(concept):
     """On seeds it was not trained on (the bench's), the shipped adapter gives every image that names the concept
-    (explicitly or implicitly) a |w| that erases it (the smallest erasing |w| on ShapeWorld is 1 for the triangle,
-    1.5 for the style) and leaves the sibling concepts' images nearly uninhibited. An adapter that memorised its
+    (explicitly or implicitly) a |w| above the smallest that erased any of its training prompts (1 for the triangle,
+    1.25 for the style: `adapter.json`'s labels) and leaves the sibling concepts' images nearly uninhibited. An adapter that memorised its
     training images' features (2000 fit steps) gave the triangle |w| down to 0.76 here."""
     from erasekit.concepts import preset
     from erasekit.edits import active_session
@@ -99,7 +99,7 @@ def test_shipped_adapter_inhibits_target_prompts_and_spares_the_others(concept):
     pipe = erasekit.load_pipeline(None)
     edit = erasekit.erase(pipe, "gie", preset("shapeworld/" + concept), adapter="shipped")
     _, sets = shapeworld_sets(concept, 1)
-    floor = 1.0 if concept == "triangle" else 1.5
+    floor = 1.0 if concept == "triangle" else 1.25
     edit.apply(pipe)
     try:
         for name in ("explicit", "implicit", "other"):

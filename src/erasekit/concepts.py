@@ -1,4 +1,5 @@
-"""What to erase: target concepts, what they become (anchor), what must stay (preserve), prompt templates.
+"""What to erase: target concepts, what they become (anchor), what must stay (preserve), what the concept's prompts
+draw beside it (keep), prompt templates.
 
 A spec comes from arguments, a preset (`nudity`, `unsafe`, `artists`, `objects`, `shapeworld/<concept>`) or a
 YAML/JSON file a user writes with the same keys."""
@@ -40,6 +41,8 @@ class ConceptSpec:
     pairs: dict | None = None           # TRCE: {"malicious": [...], "safe": "..."} (optional)
     name: str = ""
     kind: str = "object"                # nudity | unsafe | style | object: selects methods' per-kind defaults
+    keep: list[str] = field(default_factory=list)  # what the concept's prompts draw beside it (a style's subjects):
+                                        # sampling-time erasers (GIE) spare part of their directions
 
     def __post_init__(self):
         if not self.targets or not all(isinstance(t, str) and t.strip() for t in self.targets):
@@ -55,11 +58,11 @@ class ConceptSpec:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "targets": self.targets, "anchors": self.anchors, "preserve": self.preserve,
-                "templates": self.templates, "pairs": self.pairs, "kind": self.kind}
+                "templates": self.templates, "pairs": self.pairs, "kind": self.kind, "keep": self.keep}
 
 
 def _from_mapping(data: dict, name: str) -> ConceptSpec:
-    unknown = set(data) - {"targets", "anchor", "anchors", "preserve", "templates", "pairs", "name", "kind"}
+    unknown = set(data) - {"targets", "anchor", "anchors", "preserve", "templates", "pairs", "name", "kind", "keep"}
     if unknown:
         raise ConceptError(f"{name}: unknown keys {sorted(unknown)}")
     targets = data.get("targets") or []
@@ -67,22 +70,25 @@ def _from_mapping(data: dict, name: str) -> ConceptSpec:
     anchors = data.get("anchors", data.get("anchor", ""))
     anchors = [anchors] if isinstance(anchors, str) else list(anchors)
     return ConceptSpec(targets, anchors, list(data.get("preserve") or []), list(data.get("templates") or ["{}"]),
-                       data.get("pairs"), data.get("name", name), data.get("kind", "object"))
+                       data.get("pairs"), data.get("name", name), data.get("kind", "object"),
+                       list(data.get("keep") or []))
 
 
 def shapeworld_preset(concept: str) -> ConceptSpec:
-    from .shapeworld.domain import ATTRIBUTES, find_concept
+    from .shapeworld.domain import ATTRIBUTES, SHAPE_NAMES, find_concept
     try:
         attribute, value = find_concept(concept)
     except KeyError:
         raise ConceptError(f"unknown ShapeWorld concept {concept!r}") from None
     others = [v for v in ATTRIBUTES[attribute] if v.name != value.name]
+    kind = "style" if attribute == "texture" else "object"
+    keep = list(SHAPE_NAMES) if kind == "style" else []  # a texture's prompts draw it on a shape, which must stay
     if concept == value.artist:  # an artist's style: preserve the other artists, as artist erasure does
         anchor = SHAPEWORLD_ANCHORS[value.name]
         return ConceptSpec([concept], [anchor], [v.artist for v in others], name=SHAPEWORLD_PREFIX + concept,
-                           kind="style")
+                           kind="style", keep=keep)
     return ConceptSpec([concept], [SHAPEWORLD_ANCHORS[value.name]], [v.name for v in others],
-                       name=SHAPEWORLD_PREFIX + concept, kind="style" if attribute == "texture" else "object")
+                       name=SHAPEWORLD_PREFIX + concept, kind=kind, keep=keep)
 
 
 def preset_names() -> list[str]:
@@ -117,9 +123,9 @@ def from_file(path: str | Path) -> ConceptSpec:
 
 def resolve(concepts: list[str] | str | ConceptSpec | None = None, *, anchor: str | list[str] | None = None,
             preserve: list[str] | None = None, preset_name: str | None = None, spec_file: str | None = None,
-            templates: list[str] | None = None) -> ConceptSpec:
+            templates: list[str] | None = None, keep: list[str] | None = None) -> ConceptSpec:
     """One new spec from whatever the caller gave (a spec passed in is copied, never changed); explicit
-    anchor/preserve/templates override a preset's."""
+    anchor/preserve/templates/keep override a preset's."""
     if isinstance(concepts, ConceptSpec):
         spec = copy.deepcopy(concepts)
     elif spec_file:
@@ -139,6 +145,8 @@ def resolve(concepts: list[str] | str | ConceptSpec | None = None, *, anchor: st
         spec.preserve = list(preserve)
     if templates:
         spec.templates = list(templates)
+    if keep is not None:
+        spec.keep = list(keep)
     spec.__post_init__()
     return spec
 

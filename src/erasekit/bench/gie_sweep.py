@@ -33,9 +33,10 @@ SEED_OFFSET = 100
 FORMS = ("explicit", "synonym", "implicit")
 
 
-def sweep_point(pipe, concept: str, options: dict, seeds: int) -> dict:
+def sweep_point(pipe, concept: str, options: dict, seeds: int, offset: int = SEED_OFFSET) -> dict:
     """Counts [k, n] of one GIE setting (or the original model when `options` is None): target detected per form
-    and pooled, preservation on the siblings, benign attributes of the explicit prompts."""
+    and pooled, preservation on the siblings, benign attributes of the explicit prompts; image seeds from
+    `offset`."""
     attribute, sets = shapeworld_sets(concept, seeds)
     edit = erase(pipe, "gie", [f"shapeworld/{concept}"], **options) if options is not None else None
     if edit is not None:
@@ -43,8 +44,7 @@ def sweep_point(pipe, concept: str, options: dict, seeds: int) -> dict:
     counts = {}
     try:
         for name, items in sets.items():
-            images = generate(pipe, [i.prompt for i in items], [i.seed + SEED_OFFSET for i in items],
-                              progress=False)
+            images = generate(pipe, [i.prompt for i in items], [i.seed + offset for i in items], progress=False)
             scores = score_shapeworld(images, items, name, attribute)
             if name == "other":
                 counts["preserve"] = tally(scores["accuracy"], len(items))

@@ -29,9 +29,9 @@ def add_parsers(sub) -> None:
                    "concept, no preset; trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x, "
                    "esd-u, abo (plain erasure at eta 0.5, guidance-weighted loss), abo-alt (triangle → diamond, "
                    "tobias renn → mira solberg): trained for 100 steps on x_t from 10-step trajectories; gie: its "
-                   "defaults (fixed w = -1.75); gie-adapter: the shipped scale adapter; gie-fast: one branch; sld / "
-                   "sld-max: presets medium / max; forceforget: 40 RL rounds of 32 samples at lr 1e-2, its reward "
-                   "curve in the report)")
+                   "defaults (fixed w = -2, half of a style's shapes' span spared); gie-adapter: the shipped scale "
+                   "adapter; gie-fast: one branch; sld / sld-max: presets medium / max; forceforget: 40 RL rounds "
+                   "of 32 samples at lr 1e-2, its reward curve in the report)")
     p.add_argument("--concepts", nargs="+", default=list(DEFAULT_CONCEPTS), help="ShapeWorld shapes or artists")
     p.add_argument("--seeds", type=COUNT, default=4, help="images per phrasing (default 4: 20 per target form; "
                    "16 puts every column but a style's preservation on ≥ 80 images, enough to tell 5 %% from 20 "

@@ -29,8 +29,11 @@ def add_parser(sub) -> None:
     p.add_argument("--anchor", default=None, help="what the concept becomes ('' = unconditional; default: the "
                    "preset's, else '')")
     p.add_argument("--preserve", nargs="*", default=None, metavar="P", help="concepts to keep unchanged")
+    p.add_argument("--keep", nargs="*", default=None, metavar="K", help="what the concept's prompts draw beside "
+                   "it that must stay, e.g. a style's subjects (GIE spares part of their directions; default: the "
+                   "preset's: ShapeWorld's styles keep the shapes)")
     p.add_argument("--spec", default=None, metavar="FILE", help="a YAML/JSON concept spec (targets, anchor, "
-                   "preserve, templates, pairs)")
+                   "preserve, templates, pairs, keep)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option, e.g. lam=0.1 or epochs=2 (see the method's config)")
     p.add_argument("--out", required=True, metavar="DIR", help="the Edit folder to write (must not exist)")
@@ -72,7 +75,8 @@ def run(args) -> int:
         raise ErasekitError(f"{args.out} already exists; choose another folder or pass --overwrite")
     options = parse_options(args.option)
     make_config(args.method, **options)  # unknown options fail before the model loads
-    spec = resolve(args.concept or None, anchor=args.anchor, preserve=args.preserve, spec_file=args.spec)
+    spec = resolve(args.concept or None, anchor=args.anchor, preserve=args.preserve, spec_file=args.spec,
+                   keep=args.keep)
     pipe = load_pipeline(args.model)
     edit = erase(pipe, args.method, spec, **options)
     from ..utils.processes import process_state

@@ -26,7 +26,7 @@ from ...models.text import first_eot_index
 from .parity import active_steps, joint_contexts
 from .processor import GIEAttention
 from .scale import ScaleAdapter
-from .splice import check_fit, encode_target, tail_mask, tail_splice
+from .splice import check_fit, encode_keep, encode_target, tail_mask, tail_splice
 
 UNET_INPUTS = ("sample", "timestep", "encoder_hidden_states")
 
@@ -61,6 +61,10 @@ class GIESession(SamplingSession):
         self.inhibitor = self.config.get("inhibitor", "additive")  # files written before the option: the paper's
         if self.inhibitor == "projection":
             self.c_null = encode(self.pipe, [""], warn=False).embeddings[:1].to(self.pipe.unet.device)
+        self.keep_share = float(self.config.get("keep_share", 0.0))  # files written before the option: none
+        words = (self.config.get("spec", {}).get("keep") or []) if self.keep_share else []
+        rows, self.keep_positions = encode_keep(self.pipe, words)
+        self.c_keep = rows[None].to(self.pipe.unet.device) if words else None
         if self.adapter is not None and self.adapter.layers != len(self.order):
             raise EditError(f"{self.edit}: its scale adapter was trained for {self.adapter.layers} cross-attention "
                             f"layers but this UNet has {len(self.order)}")
