@@ -8,7 +8,7 @@ import erasekit
 from erasekit.concepts import resolve
 from erasekit.detectors import shapeworld_detector
 from erasekit.errors import ErasekitError
-from erasekit.methods.gie.processor import projection_term, spare, token_gains
+from erasekit.methods.gie.processor import projection_term, span_basis, spare, token_gains
 
 
 def test_projection_removes_the_concepts_component_where_it_is_positive():
@@ -95,6 +95,16 @@ def test_spare_takes_the_share_of_e_rows_in_the_keep_span_and_leaves_other_rows(
                           atol=1e-5)                               # the part outside the span is untouched
     assert torch.equal(spared[:, [0, 3, 4]], values[:, [0, 3, 4]])  # rows that are not E's
     assert torch.allclose(along(spare(values, basis, [1, 2], 1.0)[:, 1:3]), torch.zeros(2, 2, 6), atol=1e-5)
+
+
+def test_the_keep_span_of_repeated_words_is_their_span_and_nothing_more():
+    torch.manual_seed(3)
+    rows = torch.randn(2, 2, 6)
+    basis = span_basis(torch.cat([rows, rows[:, :1]], dim=1))   # the first word twice
+    projector = basis @ basis.transpose(-1, -2)
+    assert torch.allclose(projector, span_basis(rows) @ span_basis(rows).transpose(-1, -2), atol=1e-5)
+    assert torch.allclose(projector @ rows.transpose(-1, -2), rows.transpose(-1, -2), atol=1e-5)
+    assert torch.allclose(projector.diagonal(dim1=-2, dim2=-1).sum(-1), torch.full((2,), 2.0), atol=1e-4)  # rank 2
 
 
 STRIPED = ["a red triangle in the style of tobias renn", "a blue circle in the style of tobias renn on a white "

@@ -113,7 +113,7 @@ class GIEAttention:
         at the same positions."""
         s = self.session
         v_keep = _heads(attn, attn.to_v(s.c_keep.to(dtype)))[0] - v_null[:, s.keep_positions]
-        return torch.linalg.qr(v_keep.transpose(-1, -2).float())[0].to(dtype)
+        return span_basis(v_keep).to(dtype)
 
     def _base(self, attn, q, k, v, mask, out: torch.Tensor) -> torch.Tensor:
         """The prompt rows' output before the inhibitor: fast mode, the row's own; parity, branch 0's (its map
@@ -147,6 +147,14 @@ def token_gains(content: torch.Tensor, m_star: torch.Tensor, values: torch.Tenso
     projection inhibitor (M*'s mean, the paper's feature, is the same for every ShapeWorld prompt)."""
     directions = m_star.unsqueeze(-1) * values[:, columns].unsqueeze(1)  # (P, h, n, E, d)
     return _gain(content.unsqueeze(-2), directions).squeeze(-1).mean(dim=(1, 2))
+
+
+def span_basis(rows: torch.Tensor) -> torch.Tensor:
+    """(h, d, K): per head, orthonormal columns spanning the K rows of `rows` (h, K, d); a column is zero where its
+    row adds nothing new (a repeated word), whose QR column would be an arbitrary direction."""
+    basis, r = torch.linalg.qr(rows.transpose(-1, -2).float())
+    scale = r.diagonal(dim1=-2, dim2=-1).abs()
+    return basis * (scale > 1e-5 * scale.amax(-1, keepdim=True).clamp_min(1e-12))[..., None, :]
 
 
 def spare(values: torch.Tensor, basis: torch.Tensor, columns: list[int], share: float) -> torch.Tensor:
