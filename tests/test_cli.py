@@ -40,12 +40,13 @@ def test_sampling_time_edits_from_erase_to_generate(tiny_dirs, tmp_path):
     import numpy as np
     model = str(tiny_dirs["sd1"])
     run_generate(tiny_dirs, tmp_path / "plain", "--num-images", "2")
-    for method, option in (("gie", "strength=-4"), ("sld", "strength=max")):
+    for method, option, keep in (("gie", "strength=-4", ["dog", "red ball"]), ("sld", "strength=max", [])):
         edit = tmp_path / f"{method}-edit"
         assert cli(["erase", "--model", model, "--method", method, "--concept", "cat", "--option", option,
-                    "--out", str(edit)]) == 0
+                    "--keep", *keep, "--out", str(edit)]) == 0
         record = json.loads((edit / "edit.json").read_text())
         assert record["kind"] == "sampling_time" and record["config"]["session"] == method
+        assert record["config"]["spec"]["keep"] == keep  # GIE spares their span at sampling time
         assert run_generate(tiny_dirs, tmp_path / method, "--num-images", "2", "--edit", str(edit)) == 0
         for name in ("0000.png", "0001.png"):
             a, b = (np.asarray(Image.open(tmp_path / d / "images" / name), float) for d in ("plain", method))
