@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import erasekit
-from erasekit.concepts import ConceptError
+from erasekit.concepts import ConceptError, resolve
 from erasekit.edits import active_session
 from erasekit.sampling import generate
 from erasekit.methods.gie import ScaleAdapter, save_adapter, splice
@@ -65,6 +65,9 @@ def test_zero_strength_reproduces_plain_generation_and_negative_changes_it(tiny_
     assert max(np.abs(pixels(a) - pixels(b)).max() for a, b in zip(zero, plain)) <= 1
     inhibited = run(pipe, erasekit.erase(pipe, "gie", ["nude"], strength=-3.0, fast=fast))
     assert np.abs(pixels(inhibited[0]) - pixels(plain[0])).mean() > 0.5
+    spec = resolve(["nude"], keep=["a dog", "a red ball"])  # the keep span, from each family's own encoders
+    spared = run(pipe, erasekit.erase(pipe, "gie", spec, strength=-3.0, fast=fast))
+    assert not np.array_equal(pixels(spared[0]), pixels(inhibited[0]))
     assert dict(pipe.unet.attn_processors) == before  # processors restored
     assert generate(pipe, PROMPTS, SEEDS, steps=4, progress=False)[0].tobytes() == plain[0].tobytes()
 
