@@ -56,8 +56,8 @@ __all__ = ["GIEAttention", "GIEConfig", "GIESession", "ScaleAdapter", "active_st
 @dataclass
 class GIEConfig:
     strength: float = -2.0          # w: fixed value (EIUP v1; the paper −1); negative suppresses. At 16 seeds
-                                    # (100+): −1.75 left tobias renn in 1/80 explicit and implicit images with
-                                    # half the shapes' span spared, −2 in 0/160, every shape and colour kept
+                                    # (100+), half the shapes' span spared: −1.75 left tobias renn in 2/160
+                                    # explicit and implicit images, −2 in 0/160, every shape and colour kept
     inhibitor: str = "projection"   # "projection" (erasekit; see above) or "additive" (the paper's w·M*·V(c*))
     cross_fraction: float = 1.0     # share of steps with the copied map and the injected term (the paper: 0.8)
     self_fraction: float = 0.4      # share of steps with branch 0's low-resolution self-attention maps
