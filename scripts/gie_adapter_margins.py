@@ -8,7 +8,6 @@ fit: byte for byte). Prints, per margin, the target detected per form, preservat
 """
 import argparse
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -18,7 +17,8 @@ from erasekit.bench.table import rate_cell
 from erasekit.concepts import preset
 from erasekit.detectors import for_concept
 from erasekit.methods.gie import save_adapter
-from erasekit.methods.gie.adapter_training import AdapterTraining, fit, shapeworld_prompts, smallest_strengths
+from erasekit.methods.gie.adapter_training import (AdapterTraining, fit, shapeworld_prompts, smallest_strengths,
+                                                  training_report)
 from erasekit.models import load_pipeline
 
 
@@ -48,10 +48,7 @@ def main() -> None:
         cfg = AdapterTraining(margin=margin)
         adapter, mae = fit(features, labels, cfg)
         folder = out / f"margin-{margin:g}"
-        save_adapter(adapter, folder, {"concept": spec.name, "targets": spec.targets, "prompts": len(prompts),
-                                       "images": len(labels), "fit_mae": round(mae, 4), "seconds": round(search, 1),
-                                       "training": {k: list(v) if isinstance(v, tuple) else v
-                                                    for k, v in asdict(cfg).items()}, "labels": table})
+        save_adapter(adapter, folder, training_report(spec, prompts, labels, table, cfg, mae, search))
         counts = sweep_point(pipe, args.concept, {"adapter": str(folder)}, args.seeds, args.first_seed)
         print(f"| {margin:g} | {mae:.4f} | " + " | ".join(rate_cell(*counts[k]) for k in keys) + " |", flush=True)
 

@@ -91,8 +91,8 @@ def test_cli_refuses_bad_input_before_writing(tiny_dirs, tmp_path, capsys):
 def test_shipped_adapter_inhibits_target_prompts_and_spares_the_others(concept):
     """On seeds it was not trained on (the bench's), the shipped adapter gives every image that names the concept
     (explicitly or implicitly) a |w| above the smallest that erased any of its training prompts (1 for the triangle,
-    1.25 for the style: `adapter.json`'s labels) and leaves the sibling concepts' images nearly uninhibited. An adapter that memorised its
-    training images' features (2000 fit steps) gave the triangle |w| down to 0.76 here."""
+    1.25 for the style: `adapter.json`'s labels) and leaves the sibling concepts' images nearly uninhibited. An
+    adapter that memorised its training images' features (2000 fit steps) gave the triangle |w| down to 0.76 here."""
     from erasekit.concepts import preset
     from erasekit.edits import active_session
     from erasekit.evaluation.prompts import shapeworld_sets

@@ -129,10 +129,15 @@ def train_adapter(pipe, spec, prompts: list[str], detector: Detector, cfg: Adapt
     start = time.perf_counter()
     features, labels, table = smallest_strengths(pipe, spec, prompts, detector, cfg, progress)
     adapter, mae = fit(features, labels, cfg)
-    report = {"concept": spec.name, "targets": spec.targets, "prompts": len(prompts), "images": len(labels),
-              "training": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
-              "fit_mae": round(mae, 4), "seconds": round(time.perf_counter() - start, 1), "labels": table}
-    return adapter, report
+    return adapter, training_report(spec, prompts, labels, table, cfg, mae, time.perf_counter() - start)
+
+
+def training_report(spec, prompts: list[str], labels: torch.Tensor, table: list[dict], cfg: AdapterTraining,
+                    mae: float, seconds: float) -> dict:
+    """What `adapter.json` records of a training run: the concept, the settings, the fit and every label."""
+    return {"concept": spec.name, "targets": spec.targets, "prompts": len(prompts), "images": len(labels),
+            "training": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+            "fit_mae": round(mae, 4), "seconds": round(seconds, 1), "labels": table}
 
 
 def shapeworld_prompts(spec, per_form: int = 10) -> list[str]:

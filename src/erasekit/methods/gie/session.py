@@ -62,7 +62,8 @@ class GIESession(SamplingSession):
         if self.inhibitor == "projection":
             self.c_null = encode(self.pipe, [""], warn=False).embeddings[:1].to(self.pipe.unet.device)
         self.keep_share = float(self.config.get("keep_share", 0.0))  # files written before the option: none
-        words = (self.config.get("spec", {}).get("keep") or []) if self.keep_share else []
+        spares = self.keep_share and self.inhibitor == "projection"  # the additive term has no keep span
+        words = (self.config.get("spec", {}).get("keep") or []) if spares else []
         rows, self.keep_positions = encode_keep(self.pipe, words)
         self.c_keep = rows[None].to(self.pipe.unet.device) if words else None
         if self.adapter is not None and self.adapter.layers != len(self.order):
