@@ -115,6 +115,8 @@ def test_lora_training_exports_a_lora_plain_diffusers_loads(tiny_dirs, tmp_path)
     ({"loss_weighting": "snr"}, ErasekitError, "loss_weighting must be"),
     ({"pool_seeds": -1}, ErasekitError, "pool_seeds must be"),
     ({"step_window": (0.8, 0.2)}, ErasekitError, "step_window must be"),
+    ({"sample_model": "ema"}, ErasekitError, "sample_model must be"),
+    ({"sample_model": "trained", "pool_seeds": 2}, ErasekitError, "needs sample_model='frozen'"),
 ])
 def test_bad_settings_are_refused_before_training(tiny_dirs, tmp_path, options, error, match):
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
@@ -139,6 +141,26 @@ def test_a_trajectory_pool_serves_its_own_steps_within_the_window(tiny_dirs):
         runs = [trajectory(pipe, None, [config.seed * 100_003 + i * 2 + m], steps=4, guidance=3.0, keep=[k],
                            prompt_embeds=prompts.embeddings[i:i + 1]).latents[k] for m in range(2)]
         assert any(torch.allclose(x[row:row + 1], run, atol=1e-5) for run in runs)
+
+
+def test_x_t_comes_from_the_model_being_trained_when_asked(tiny_dirs):
+    from erasekit.methods.esd import ESDXConfig
+    from erasekit.methods.finetune import FineTuning, Prompts, latent_sampler
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    prompts = Prompts.encode(pipe, ["a cat"])
+    drawn = {}
+    for model in ("frozen", "trained"):
+        config = ESDXConfig(sample_steps=3, step_window=(0.9, 1.0), sample_model=model)
+        with FineTuning.of(pipe, config) as tuning:
+            draw = latent_sampler(pipe, tuning, prompts, config)
+            before = draw(torch.Generator().manual_seed(0))[1]
+            with torch.no_grad():  # a training step's worth of change to the trainable weights
+                for p in tuning.parameters.values():
+                    p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+            drawn[model] = before, draw(torch.Generator().manual_seed(0))[1]
+    torch.testing.assert_close(drawn["frozen"][0], drawn["frozen"][1])  # the original samples, whatever trained
+    torch.testing.assert_close(drawn["trained"][0], drawn["frozen"][0])  # untrained: the same model
+    assert not torch.allclose(drawn["trained"][1], drawn["trained"][0], atol=1e-4)  # on-policy: the new weights
 
 
 @pytest.mark.parametrize("method, options", [("esd-x", {}), ("abo", {"anchor": "dog"}),
@@ -172,6 +194,21 @@ def test_plain_all_but_one_pushes_the_target_guidance_past_zero(tiny_dirs):
         edit = erasekit.erase(pipe, "abo", ["cat"], anchor="", **{**TINY, "steps": 1}, eta=eta,
                               loss_weighting="guidance", pool_seeds=1)
         assert edit.metadata["protocol"]["first_loss"] == pytest.approx((1 + eta) ** 2, rel=1e-4)
+
+
+def test_all_but_one_keeps_the_preserved_concepts_when_asked(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    before = prediction(pipe, "a bird")
+    moved = {}
+    for lam in (0.0, 10.0):
+        edit = erasekit.erase(pipe, "abo", ["cat"], anchor="dog", preserve=["bird"], **{**TINY, "steps": 6},
+                              lam_preserve=lam)
+        edit.apply(pipe)
+        moved[lam] = float((prediction(pipe, "a bird") - before).norm())
+        edit.remove(pipe)
+    assert 0 < moved[10.0] < 0.8 * moved[0.0]  # measured: 0.68 (the captions share the term with "bird")
+    with pytest.raises(ErasekitError, match="lam_preserve must be"):
+        erasekit.erase(pipe, "abo", ["cat"], anchor="dog", **TINY, lam_preserve=-1.0)
 
 
 def test_a_loss_that_becomes_nan_stops_with_a_clear_error(tiny_dirs, monkeypatch):

@@ -24,7 +24,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from ..closed_form.prior import caption_list
 from ..concepts import ConceptError
+from ..errors import ErasekitError
 from ..sampling import decode, invert, predict, settings, trajectory
 from ..utils.images import to_uint8
 from .finetune import (FineTuneConfig, FineTuning, Prompts, finetuned_edit, latent_sampler, run_training,
@@ -41,6 +45,8 @@ class ABOConfig(FineTuneConfig):
                                      # past the unconditional, away from the concept, as ESD and erasekit's UCE);
                                      # 0: the authors' vanishing guidance, which leaves the concept at its base rate
     trainable: str = "xattn-kv"
+    lam_preserve: float = 0.0        # erasekit's option (0: the paper's loss): weight of keeping the frozen model's
+                                     # prediction for the spec's preserved concepts at the same x_t
 
 
 def check_alternatives(spec) -> None:
@@ -50,7 +56,8 @@ def check_alternatives(spec) -> None:
                                "empty anchor for plain erasure")
 
 
-def abo_loss(pipe, tuning, prompts: Prompts, alternatives: Prompts | None, config: ABOConfig):
+def abo_loss(pipe, tuning, prompts: Prompts, alternatives: Prompts | None, config: ABOConfig,
+             preserved: Prompts | None = None):
     draw = latent_sampler(pipe, tuning, prompts, config)
 
     def loss_fn(ctx):
@@ -64,13 +71,33 @@ def abo_loss(pipe, tuning, prompts: Prompts, alternatives: Prompts | None, confi
             weights = sample_weights(target, empty, config) if target is not None else None
         own_empty = predict(pipe, x, t, prompts.empty, prompts.empty_pooled)
         guidance = predict(pipe, x, t, *prompts.rows(index)) - own_empty
-        return weighted_mse(guidance, wanted, weights) + config.lam_u * weighted_mse(own_empty, empty, weights)
+        loss = weighted_mse(guidance, wanted, weights) + config.lam_u * weighted_mse(own_empty, empty, weights)
+        if preserved is not None:
+            loss = loss + config.lam_preserve * preserve_loss(pipe, tuning, preserved, x, t, weights, ctx.generator)
+        return loss
     return loss_fn
+
+
+def preserve_loss(pipe, tuning, preserved: Prompts, x, t, weights, generator):
+    """The trained model's prediction for preserved-concept prompts (one drawn per sample) held to the frozen
+    model's at the same x_t."""
+    index = torch.randint(len(preserved.texts), (x.shape[0],), generator=generator)
+    with tuning.frozen():
+        kept = predict(pipe, x, t, *preserved.rows(index))
+    return weighted_mse(predict(pipe, x, t, *preserved.rows(index)), kept, weights)
+
+
+def preserve_prompts(pipe, spec) -> list[str]:
+    """What the preservation term holds: the preserved concepts in the training templates, and captions without
+    the target (UCE's caption prior: ShapeWorld's scenes, or the built-in neutral list)."""
+    return (training_prompts(spec, spec.preserve) if spec.preserve else []) + caption_list(pipe, spec.targets)
 
 
 def prepare(pipe, spec, config: ABOConfig) -> ABOConfig:
     """Refuse an alternative equal to its target before anything trains."""
     check_alternatives(spec)
+    if not config.lam_preserve >= 0:
+        raise ErasekitError(f"lam_preserve must be a number ≥ 0, not {config.lam_preserve}")
     return config
 
 
@@ -80,8 +107,10 @@ def erase_abo(pipe, spec, config: ABOConfig):
     prompts = Prompts.encode(pipe, training_prompts(spec))
     plain = all(not a.strip() for a in spec.anchors)
     alternatives = None if plain else Prompts.encode(pipe, training_prompts(spec, spec.anchors))
+    preserved = Prompts.encode(pipe, preserve_prompts(pipe, spec)) if config.lam_preserve > 0 else None
     with FineTuning.of(pipe, config) as tuning:
-        result = run_training(tuning, abo_loss(pipe, tuning, prompts, alternatives, config), "abo", config,
+        loss = abo_loss(pipe, tuning, prompts, alternatives, config, preserved)
+        result = run_training(tuning, loss, "abo", config,
                               {"prompts": prompts.texts, "alternatives": spec.anchors})
         deltas = tuning.deltas()
     return finetuned_edit(pipe, deltas, "abo", spec, config, result, prompts=len(prompts.texts),

@@ -8,6 +8,7 @@ package what was learned as one WeightDelta. The pipeline is left exactly as it 
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -160,6 +161,8 @@ class FineTuneConfig:
     sample_steps: int | None = None  # DDIM steps of the x_t trajectories (None: the model's sampler default)
     sample_guidance: float = 3.0     # guidance of those trajectories
     step_window: tuple[float, float] = (0.0, 1.0)  # share of those steps x_t is drawn from (0: first, 1: last)
+    sample_model: str = "frozen"     # which model samples x_t: "frozen" (the original) or "trained" (the model
+                                     # being trained, on-policy: ESD's code; no TrajectoryPool then)
     pool_seeds: int = 0              # > 0: that many trajectories per prompt, sampled once and reused; 0: a fresh
                                      # trajectory every step (the authors')
     loss_weighting: str = "none"     # "guidance": each sample's loss over the frozen model's guidance energy
@@ -171,6 +174,10 @@ class FineTuneConfig:
     def __post_init__(self):
         if self.loss_weighting not in ("none", "guidance"):
             raise ErasekitError(f"loss_weighting must be 'none' or 'guidance', not {self.loss_weighting!r}")
+        if self.sample_model not in ("frozen", "trained"):
+            raise ErasekitError(f"sample_model must be 'frozen' or 'trained', not {self.sample_model!r}")
+        if self.sample_model == "trained" and self.pool_seeds:
+            raise ErasekitError("pool_seeds reuses trajectories sampled once: it needs sample_model='frozen'")
         if self.pool_seeds < 0:
             raise ErasekitError(f"pool_seeds must be ≥ 0, not {self.pool_seeds}")
         first, last = self.step_window
@@ -262,7 +269,10 @@ class TrajectoryPool:
 def latent_sampler(pipe, tuning: "FineTuning", prompts: Prompts, config: "FineTuneConfig",
                    window: tuple[float, float] | None = None, model=None):
     """A function of a step's generator giving (prompt indices, x_t, t): from a TrajectoryPool when the config
-    asks for one (`pool_seeds`), else a fresh trajectory each call (`draw_noised_latents`)."""
+    asks for one (`pool_seeds`), else a fresh trajectory each call (`draw_noised_latents`). `model` (a context
+    manager factory) overrides the config's `sample_model`."""
+    if model is None and config.sample_model == "trained":
+        model = contextlib.nullcontext
     if config.pool_seeds:
         pool = TrajectoryPool.sample(pipe, prompts, config, model or tuning.frozen)
         return lambda generator: pool.draw(generator, config.batch_size, window or config.step_window)
