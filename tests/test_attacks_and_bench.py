@@ -169,3 +169,13 @@ def test_bench_keeps_each_finished_row_and_resumes_after_a_kill(tmp_path, monkey
     calls[:] = []
     bench_run.run_bench(["uce"], ["triangle"], tmp_path, seeds=2, progress=lambda *_: None)
     assert calls == ["original", "uce"]  # without --resume every row is measured again
+
+
+def test_all_but_one_rows_hold_a_styles_preserved_artists_and_esd_x_samples_on_policy():
+    from erasekit.bench.run import row_options
+    assert row_options("abo-alt", "tobias renn") == ("abo", {**row_options("abo-alt", "triangle")[1],
+                                                             "anchor": "mira solberg", "lam_preserve": 1.0})
+    assert row_options("abo", "tobias renn")[1]["lam_preserve"] == 1.0
+    assert "lam_preserve" not in row_options("abo", "triangle")[1]
+    assert row_options("abo-alt", "triangle")[1]["anchor"] == "diamond"
+    assert row_options("esd-x", "triangle")[1]["sample_model"] == "trained"

@@ -85,10 +85,10 @@ VARIANTS = {
     "forceforget": ("forceforget", FORCEFORGET),
 }
 ALTERNATIVES = {"triangle": "diamond", "tobias renn": "mira solberg"}  # All-but-One's user-chosen alternatives
-# abo-alt for a style also holds the preserved artists' and neutral captions' predictions (an alternative style's
-# mapping spread to the other textures: FD 108 -> 76 at seeds 100+); not for an object, whose FD it raised
-# (triangle, three training seeds: 69-76 -> 77-86)
-STYLE_ALTERNATIVE = {"lam_preserve": 1.0}
+# All-but-One's rows on a style also hold the preserved artists' and neutral captions' predictions (the style's
+# mapping spread to the other textures: abo-alt's FD 108 -> 76 at seeds 100+); not on an object, whose FD it raised
+# (triangle abo-alt, three training seeds: 66-76 -> 77-86)
+ABO_ON_A_STYLE = {"lam_preserve": 1.0}
 PROFILES = {
     "main": ("uce", "uce-plain", "rece", "rece-plain", "trce-1", "trce-1-plain", "trce", "esd-x", "esd-u", "abo",
              "abo-alt", "gie", "gie-adapter"),
@@ -113,8 +113,8 @@ def row_options(label: str, concept: str) -> tuple[str, dict]:
         if concept not in ALTERNATIVES:
             raise ErasekitError(f"no alternative concept is set for {concept!r} (bench.ALTERNATIVES)")
         options = {**options, "anchor": ALTERNATIVES[concept]}
-        if preset("shapeworld/" + concept).kind == "style":
-            options = {**options, **STYLE_ALTERNATIVE}
+    if method == "abo" and preset("shapeworld/" + concept).kind == "style":
+        options = {**options, **ABO_ON_A_STYLE}
     return method, options
 
 
