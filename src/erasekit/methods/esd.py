@@ -5,8 +5,8 @@ guidance away from the concept:
 
     ε_θ'(x_t, c) ≈ ε_θ(x_t, ∅) − η (ε_θ(x_t, c) − ε_θ(x_t, ∅)),    η = 1
 
-with x_t from the frozen model's DDIM trajectory for c (guidance 3) stopped at a random step (erasekit's recipe
-samples with the frozen model; the authors' code samples with the model being trained). The combination is affine
+with x_t from the frozen model's DDIM trajectory for c (guidance 3) stopped at a random step (METHODS.md's recipe;
+the authors' code samples with the model being trained: `sample_model="trained"`). The combination is affine
 with coefficients summing to 1, so it holds for v-prediction models as written. Variants: `esd-x` trains the
 cross-attention only (the authors' choice for styles), `esd-u` everything but cross-attention, the time embedding
 and the output layers (for nudity). Prompts: the concept alone and in neutral frames ("a photo of {}", …;
