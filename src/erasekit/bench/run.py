@@ -67,7 +67,8 @@ VARIANTS = {
     "trce-1": ("trce", {"stages": 1}),
     "trce": ("trce", {"stages": 2, **TRAINING}),
     # x_t from the model being trained, as the authors' code samples, each sample's loss over its guidance energy
-    # (seeds 100+: triangle 11/84 -> 0/60, style 78/84 -> 18/60); the authors' lr (5e-5) leaves the concepts intact
+    # (bench, 4 seeds: triangle 11/84 -> 0/84, style 78/84 -> 22/84, FD 85 -> 99 and 116 -> 97: ESD's loss lets the
+    # empty prompt's prediction drift); the authors' lr (5e-5) leaves the concepts intact
     "esd-x": ("esd-x", {"lr": 1e-3, "sample_model": "trained", "loss_weighting": "guidance", **TRAINING}),
     "esd-u": ("esd-u", {"lr": 3e-4, **TRAINING}),
     # plain erasure (no alternative): the target's guidance pushed to -0.5 x the frozen one, each sample's loss over
