@@ -51,6 +51,11 @@ class ABOConfig(FineTuneConfig):
     lam_preserve: float = 0.0        # erasekit's option (0: the paper's loss): weight of holding the predictions
                                      # for the preserved concepts and neutral captions to the frozen model's at x_t
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.lam_preserve >= 0:
+            raise ErasekitError(f"lam_preserve must be a number ≥ 0, not {self.lam_preserve}")
+
 
 def check_alternatives(spec) -> None:
     for target, anchor in zip(spec.targets, spec.anchors):
@@ -99,8 +104,6 @@ def preserve_prompts(pipe, spec) -> list[str]:
 def prepare(pipe, spec, config: ABOConfig) -> ABOConfig:
     """Refuse an alternative equal to its target before anything trains."""
     check_alternatives(spec)
-    if not config.lam_preserve >= 0:
-        raise ErasekitError(f"lam_preserve must be a number ≥ 0, not {config.lam_preserve}")
     return config
 
 

@@ -8,9 +8,8 @@ package what was learned as one WeightDelta. The pipeline is left exactly as it 
 """
 from __future__ import annotations
 
-import contextlib
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -272,7 +271,7 @@ def latent_sampler(pipe, tuning: "FineTuning", prompts: Prompts, config: "FineTu
     asks for one (`pool_seeds`), else a fresh trajectory each call (`draw_noised_latents`). `model` (a context
     manager factory) overrides the config's `sample_model`."""
     if model is None and config.sample_model == "trained":
-        model = contextlib.nullcontext
+        model = nullcontext
     if config.pool_seeds:
         pool = TrajectoryPool.sample(pipe, prompts, config, model or tuning.frozen)
         return lambda generator: pool.draw(generator, config.batch_size, window or config.step_window)
