@@ -178,5 +178,7 @@ def test_all_but_one_rows_hold_a_styles_preserved_artists_and_esd_x_samples_on_p
                                                              "anchor": "mira solberg", **style})
     assert row_options("abo", "tobias renn") == ("abo", {**row_options("abo", "triangle")[1], **style})
     assert "lam_preserve" not in row_options("abo", "triangle")[1]
+    assert row_options("abo", "triangle")[1]["batch_size"] == 4 and row_options("abo", "triangle")[1]["steps"] == 200
+    assert row_options("abo-alt", "triangle")[1]["steps"] == 100
     assert row_options("abo-alt", "triangle")[1]["anchor"] == "diamond"
     assert row_options("esd-x", "triangle")[1]["sample_model"] == "trained"
