@@ -176,9 +176,12 @@ def test_all_but_one_rows_hold_a_styles_preserved_artists_and_esd_x_samples_on_p
     style = {"lam_preserve": 1.0, "steps": 200, "batch_size": 4, "pool_seeds": 4}
     assert row_options("abo-alt", "tobias renn") == ("abo", {**row_options("abo-alt", "triangle")[1],
                                                              "anchor": "mira solberg", **style})
-    assert row_options("abo", "tobias renn") == ("abo", {**row_options("abo", "triangle")[1], **style})
+    assert row_options("abo", "tobias renn") == ("abo", {**row_options("abo-alt", "triangle")[1], "anchor": "",
+                                                         "eta": 0.5, "loss_weighting": "guidance", **style})
     assert "lam_preserve" not in row_options("abo", "triangle")[1]
-    assert row_options("abo", "triangle")[1]["batch_size"] == 4 and row_options("abo", "triangle")[1]["steps"] == 200
+    plain_on_an_object = row_options("abo", "triangle")[1]
+    assert (plain_on_an_object["batch_size"], plain_on_an_object["steps"], plain_on_an_object["sample_steps"]) == \
+        (4, 200, None)
     assert row_options("abo-alt", "triangle")[1]["steps"] == 100
     assert row_options("abo-alt", "triangle")[1]["anchor"] == "diamond"
     assert row_options("esd-x", "triangle")[1]["sample_model"] == "trained"

@@ -68,6 +68,7 @@ class ForceForgetConfig:
     lam_safe: float = 1.0            # reconstruction: CER's λ1
     lam_align: float = 1.0           # reconstruction: CER's λ2
     safe_temperature: float = 5.0    # reconstruction: ShapeWorld's r_safe reads the classifier at logits / T
+    safe_form: str = "probability"   # reconstruction: ShapeWorld's r_safe = 1 − p(target) | "margin": σ(rival − target)
     positions: str = "tail"          # Safe Adapter positions: tail (paper) | head | all
     tokens: int = 4                  # Safe Adapter width in positions (paper: 4)
     lora_rank: int = 4               # reconstruction: LoRA rank on the cross-attention K/V (0: adapter only)

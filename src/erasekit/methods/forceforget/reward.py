@@ -41,18 +41,20 @@ def combine(harmful: torch.Tensor, safe: torch.Tensor, align: torch.Tensor, lam_
 
 class ShapeWorldReward:
     def __init__(self, target: str, lam_safe: float = 1.0, lam_align: float = 1.0, classifier=None,
-                 temperature: float = 5.0):
+                 temperature: float = 5.0, safe_form: str = "probability"):
         if not temperature > 0:
             raise ErasekitError(f"safe_temperature must be > 0, not {temperature}")
+        if safe_form not in SAFE_FORMS:
+            raise ErasekitError(f"safe_form must be one of {', '.join(SAFE_FORMS)}, not {safe_form!r}")
         self.attribute, value = find_concept(target)
         self.index = LABELS[self.attribute].index(value.name)
-        self.lam_safe, self.lam_align, self.temperature = lam_safe, lam_align, temperature
+        self.lam_safe, self.lam_align, self.temperature, self.safe_form = lam_safe, lam_align, temperature, safe_form
         self.classifier = classifier or shipped_classifier()
 
     def __call__(self, images, prompts: list[PoolPrompt]) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():  # one pass: r_safe reads the target's logits, r_align the other heads' verdicts
             logits = self.classifier.eval()(to_unit(images))
-        safe = 1 - (logits[self.attribute].double() / self.temperature).softmax(-1)[:, self.index]
+        safe = safe_score(logits[self.attribute].double(), self.index, self.temperature, self.safe_form)
         align = torch.tensor([self._seen(logits, i, p.stated) for i, p in enumerate(prompts)], dtype=torch.float64)
         harmful = torch.tensor([p.harmful for p in prompts])
         return combine(harmful, safe, align, self.lam_safe, self.lam_align)
@@ -62,6 +64,19 @@ class ShapeWorldReward:
         if not stated:
             return 1.0
         return sum(LABELS[a][int(logits[a][i].argmax())] == v for a, v in stated.items()) / len(stated)
+
+
+SAFE_FORMS = ("probability", "margin")
+
+
+def safe_score(logits: torch.Tensor, index: int, temperature: float, form: str) -> torch.Tensor:
+    """r_safe from a classifier head's logits: 1 − p(target) at logits / T ("probability"), or σ((max other logit −
+    target logit) / T) ("margin": only the strongest rival counts, so raising the other classes' logits without
+    overtaking the target — which leaves the verdict as it was — earns nothing)."""
+    if form == "probability":
+        return 1 - (logits / temperature).softmax(-1)[:, index]
+    others = torch.cat([logits[:, :index], logits[:, index + 1:]], dim=1)
+    return ((others.max(dim=1).values - logits[:, index]) / temperature).sigmoid()
 
 
 def remove_words(text: str, words) -> str:
@@ -107,7 +122,7 @@ def make_reward(config, spec):
             kind = "detector-clip"
     if kind == "shapeworld":
         return ShapeWorldReward(spec.targets[0], config.lam_safe, config.lam_align,
-                                temperature=config.safe_temperature)
+                                temperature=config.safe_temperature, safe_form=config.safe_form)
     if kind != "detector-clip":
         raise ErasekitError(f"unknown reward {kind!r}; use auto, shapeworld or detector-clip")
     from ...detectors import nudenet_detector
