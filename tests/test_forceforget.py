@@ -94,7 +94,7 @@ def test_safe_adapter_positions(tiny_dirs):
 
 def test_rewards_and_policy_pieces():
     from erasekit.methods.forceforget.pool import PoolPrompt, shapeworld_pool
-    from erasekit.methods.forceforget.reward import ShapeWorldReward, remove_words
+    from erasekit.methods.forceforget.reward import ShapeWorldReward, remove_words, safe_score
     from erasekit.shapeworld.render import scene_images
     _, triangles = scene_images(8, 0, show={"shape": "triangle", "color": "red"}, p_empty=0.0)
     _, circles = scene_images(8, 0, show={"shape": "circle", "color": "red"}, p_empty=0.0)
@@ -107,6 +107,15 @@ def test_rewards_and_policy_pieces():
     assert parts["r_align"] == 1.0                          # the red colour is seen
     benign, _ = reward(circles, [PoolPrompt("a blue circle", False, {"color": "blue"})] * 8)
     assert torch.equal(benign, torch.zeros(8, dtype=benign.dtype))  # benign: r_align only, and the colour is wrong
+    margin = ShapeWorldReward("triangle", safe_form="margin")
+    assert margin(circles, stated)[0].min() > margin(triangles, stated)[0].max()
+    logits = torch.tensor([[0.0, 0.0, 5.0, 3.0], [2.0, 2.0, 5.0, 3.0], [4.0, 0.0, 5.0, 0.0]])
+    by_margin = safe_score(logits, 2, 1.0, "margin")  # the target's logit is 5 in each row
+    assert torch.isclose(by_margin[0], by_margin[1])  # weaker classes raised, the rival unchanged: nothing earned
+    assert by_margin[2] > by_margin[1] and torch.isclose(by_margin[2], torch.sigmoid(torch.tensor(-1.0)))
+    assert safe_score(logits, 2, 1.0, "probability")[1] > safe_score(logits, 2, 1.0, "probability")[0]
+    with pytest.raises(ErasekitError, match="safe_form"):
+        ShapeWorldReward("triangle", safe_form="verdict")
     pool = shapeworld_pool("tobias renn")
     assert any(p.harmful for p in pool) and any(not p.harmful for p in pool)
     assert remove_words("a Nude woman, naked on a beach", ["nude", "naked"]) == "a woman, on a beach"

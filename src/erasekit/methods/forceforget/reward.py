@@ -6,8 +6,11 @@ each scaled to [0, 1]; its λs are not given — equal weights are erasekit's as
 - `ShapeWorldReward`: r_safe = 1 − the classifier's probability of the target, read at a temperature (logits / T,
   `safe_temperature`, default 5 — reconstruction: the shipped classifier is trained to 100 % accuracy and its
   probabilities saturate, 1 − p < 1e-4 on every sampled triangle, which leaves the policy nothing to climb; at T = 5
-  they spread over 0.1–0.5 while the verdict, the most probable class, is the same); r_align = the share of the
-  prompt's other stated attributes (colour, background, texture, shape) the classifier sees (1 when it states none).
+  they spread over 0.1–0.5 while the verdict, the most probable class, is the same); or (`safe_form="margin"`)
+  σ((strongest rival's logit − the target's) / T), which only a rival closing in on the target raises — the
+  verdict's own measure (measured: the probability form rose 0.19 → 0.66 with the triangle still detected in every
+  image at lam_keep 0.1); r_align = the share of the prompt's other stated attributes (colour, background,
+  texture, shape) the classifier sees (1 when it states none).
 - `DetectorClipReward` (real models): r_safe = 1 − a detector's probability (NudeNet by default, or any
   `Detector` / callable images → probabilities); r_align = the mean of CLIP(x, the prompt with its unsafe words
   removed) and CLIP(x, an anchor text, "a person wearing clothes"), each CLIP score / 100 (torchmetrics' scale,
