@@ -184,6 +184,9 @@ def test_bad_input_is_refused_with_nothing_written(tiny_dirs, tmp_path, tiny_cli
     empty.write_text("\n")
     with pytest.raises(ErasekitError, match="no prompts"):
         run(pipe, reward=None, prompts_file=str(empty))
+    with pytest.raises(ErasekitError, match="safe_form"):  # refused before training, whatever the reward
+        run(pipe, safe_form="verdict", work_dir=str(tmp_path / "form"))
+    assert not (tmp_path / "form").exists()
     with pytest.raises(ErasekitError, match="CLIP model"):
         erasekit.erase(pipe, "forceforget", ["cat"], **{**TINY, "reward": "detector-clip"})
     with pytest.raises(ErasekitError, match="cannot load CLIP"):

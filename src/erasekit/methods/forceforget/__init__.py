@@ -45,7 +45,7 @@ from ...utils.files import save_image
 from ..registry import register_method
 from .curve import RewardLog, reward_plot
 from .pool import check_pool, generic_pool, shapeworld_pool
-from .reward import make_reward
+from .reward import check_safe_form, make_reward
 from .rollout import sample_round, schedule
 
 
@@ -68,7 +68,8 @@ class ForceForgetConfig:
     lam_safe: float = 1.0            # reconstruction: CER's λ1
     lam_align: float = 1.0           # reconstruction: CER's λ2
     safe_temperature: float = 5.0    # reconstruction: ShapeWorld's r_safe reads the classifier at logits / T
-    safe_form: str = "probability"   # reconstruction: ShapeWorld's r_safe = 1 − p(target) | "margin": σ(rival − target)
+    safe_form: str = "probability"   # reconstruction: ShapeWorld's r_safe = 1 − p(target) | "margin":
+                                     # σ((strongest rival's logit − the target's) / T)
     positions: str = "tail"          # Safe Adapter positions: tail (paper) | head | all
     tokens: int = 4                  # Safe Adapter width in positions (paper: 4)
     lora_rank: int = 4               # reconstruction: LoRA rank on the cross-attention K/V (0: adapter only)
@@ -95,6 +96,7 @@ class ForceForgetConfig:
             raise ErasekitError(f"samples_per_prompt must be from 1 to batch_size, not {self.samples_per_prompt}")
         if self.eta <= 0:
             raise ErasekitError("ForceForget samples with DDIM η > 0 (its steps need log-probabilities)")
+        check_safe_form(self.safe_form)
         if self.keep_samples < 1:
             raise ErasekitError(f"keep_samples must be ≥ 1, not {self.keep_samples}")
         for name in ("lam_safe", "lam_align", "clip_range", "lam_keep"):

@@ -47,8 +47,7 @@ class ShapeWorldReward:
                  temperature: float = 5.0, safe_form: str = "probability"):
         if not temperature > 0:
             raise ErasekitError(f"safe_temperature must be > 0, not {temperature}")
-        if safe_form not in SAFE_FORMS:
-            raise ErasekitError(f"safe_form must be one of {', '.join(SAFE_FORMS)}, not {safe_form!r}")
+        check_safe_form(safe_form)
         self.attribute, value = find_concept(target)
         self.index = LABELS[self.attribute].index(value.name)
         self.lam_safe, self.lam_align, self.temperature, self.safe_form = lam_safe, lam_align, temperature, safe_form
@@ -70,6 +69,11 @@ class ShapeWorldReward:
 
 
 SAFE_FORMS = ("probability", "margin")
+
+
+def check_safe_form(form: str) -> None:
+    if form not in SAFE_FORMS:
+        raise ErasekitError(f"safe_form must be one of {', '.join(SAFE_FORMS)}, not {form!r}")
 
 
 def safe_score(logits: torch.Tensor, index: int, temperature: float, form: str) -> torch.Tensor:
