@@ -9,10 +9,12 @@ import torch
 import erasekit
 from erasekit.closed_form.rows import adversarial_rows
 from erasekit.cli.main import main as cli
-from erasekit.concepts import preset
+from erasekit.concepts import preset, resolve
 from erasekit.detectors import Detector
 from erasekit.edits import WeightDelta
 from erasekit.errors import ErasekitError, NotSupportedError
+from erasekit.harden.probe import Adversarial
+from erasekit.harden.rows import anchor_ids, free_runs_replaced
 from erasekit.models import kv_weights
 
 FAST = {"unlearndiffatk": {"iterations": 2, "tokens": 2, "concept_images": 1, "batch": 1},
@@ -48,6 +50,25 @@ def test_adversarial_rows_map_prompt_tokens_to_theirs_and_free_tokens_to_the_row
     assert erase[:, 0].tolist() == [102, 103, 104, 105, 106, 107]
     # ids [s, w, F, F, w, F, e, p] → reference [s, w, w, e, p, p, p, p]: free rows take the row before
     assert value[:, 0].tolist() == [1, 1, 2, 2, 3, 4]
+
+
+def test_adversarial_tokens_standing_for_the_concept_map_to_the_anchor(sd1):
+    adversarial = torch.arange(8.0)[:, None].repeat(1, 3) + 100
+    reference = torch.arange(8.0)[:, None].repeat(1, 3)
+    # ids [s, w, F, F, w, F, e, p] → reference [s, w, A, w, A, e, p, p]: a free run maps to its anchor row
+    _, value = adversarial_rows(adversarial, reference, free=[2, 3, 5], anchor=1)
+    assert value[:, 0].tolist() == [2, 2, 3, 4, 5, 6]
+    assert free_runs_replaced([0, 1, 9, 9, 2, 9, 3, 4], [2, 3, 5], [7, 8], pad=4) == [0, 1, 7, 8, 2, 7, 8, 3]
+    assert free_runs_replaced([0, 1, 9, 9, 2, 9, 3, 4], [2, 3, 5], [], pad=4) == [0, 1, 2, 3, 4, 4, 4, 4]
+    spec = resolve(["cat"], anchor="dog")
+    ids = sd1.tokenizer("a red cat").input_ids
+    cat = ids.index(sd1.tokenizer("cat", add_special_tokens=False).input_ids[0])
+    dog = sd1.tokenizer("dog", add_special_tokens=False).input_ids
+    # a word learned in the concept's place (concept inversion) maps to the anchor …
+    assert anchor_ids(sd1, spec, Adversarial(torch.zeros(len(ids), 4), ids, [cat])) == dog
+    # … tokens added to a prompt that still names the concept (UnlearnDiffAtk's prefix) to the prompt alone
+    assert anchor_ids(sd1, spec, Adversarial(torch.zeros(len(ids), 4), ids, [1])) == []
+    assert anchor_ids(sd1, resolve(["cat"], anchor=""), Adversarial(None, ids, [cat])) == []
 
 
 def test_harden_returns_one_weight_delta_that_applies_and_removes_exactly(sd1, base, tmp_path):

@@ -82,21 +82,29 @@ def context_rows(pipe, targets: list[str], anchors: list[str], templates) -> tup
     return torch.cat(erase).double(), torch.cat(value).double()
 
 
-def adversarial_rows(adversarial: torch.Tensor, reference: torch.Tensor, free) -> tuple[torch.Tensor, torch.Tensor]:
+def adversarial_rows(adversarial: torch.Tensor, reference: torch.Tensor, free,
+                     anchor: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-aligned (erase, value) rows of an attack's input: `adversarial` (L, d) is the encoder output of a prompt
-    with adversarial tokens at the positions `free`, `reference` (L, d) that of the same prompt without them (its
-    other tokens in order, then padding). Every row from the first free position to the end is erased (a causal
-    encoder carries the adversarial tokens into all later rows); a prompt token's row maps to the same token's row
-    in the reference, a free token's row to the reference row before it (as `context_rows` maps a concept with an
-    empty anchor)."""
+    with adversarial tokens at the positions `free`, `reference` (L, d) that of the same prompt with each run of
+    free tokens replaced by `anchor` tokens (0: left out; its other tokens in order, then padding). Every row from
+    the first free position to the end is erased (a causal encoder carries the adversarial tokens into all later
+    rows); a prompt token's row maps to the same token's row in the reference, a free token's row to the anchor's
+    row at its place in the run (the last anchor row past its length) or, without an anchor, to the reference row
+    before it (as `context_rows` maps a concept to its anchor)."""
     free = {int(p) for p in free}
     if not free:
         raise ValueError("an adversarial input needs at least one free position")
-    start, source, k = min(free), [], min(free)  # k: the next reference row
+    start, source, k, run = min(free), [], min(free), 0  # k: the next reference row; run: place in a free run
     for j in range(start, adversarial.shape[0]):
-        source.append(k - 1 if j in free else k)
-        k += j not in free
-    return adversarial[start:].double(), reference[source].double()
+        if j in free:
+            source.append(k + min(run, anchor - 1) if anchor else k - 1)
+            run += 1
+            continue
+        k, run = k + (anchor if run else 0), 0
+        source.append(k)
+        k += 1
+    last = reference.shape[0] - 1  # an anchor longer than its run pushes the reference's tail out
+    return adversarial[start:].double(), reference[[min(i, last) for i in source]].double()
 
 
 def pushed(value: torch.Tensor, erase: torch.Tensor, eta: float) -> torch.Tensor:

@@ -10,17 +10,39 @@ from ..methods.uce import frames
 from .probe import Adversarial
 
 
-def reference_ids(pipe, found: Adversarial) -> torch.Tensor:
-    """The adversarial prompt's ids without its free tokens, padded back to the same length (1, L)."""
-    kept = [t for j, t in enumerate(found.ids) if j not in set(found.free)]
-    return torch.tensor([kept + [pipe.tokenizer.pad_token_id] * len(found.free)])
+def free_runs_replaced(ids: list[int], free, anchor: list[int], pad: int) -> list[int]:
+    """`ids` with each run of free positions replaced by `anchor` (or left out), padded with `pad` or cut to
+    their length."""
+    free, out = set(free), []
+    for j, token in enumerate(ids):
+        if j not in free:
+            out.append(token)
+        elif j - 1 not in free:
+            out += anchor
+    return (out + [pad] * len(ids))[:len(ids)]
 
 
-def erase_rows(pipe, found: list[Adversarial]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(erase, reference) rows of every adversarial input: its rows from the first free token on, and the
-    prompt's own rows without the adversarial tokens (which the edit already erases) they map to, before the push."""
-    pairs = [adversarial_rows(f.embeddings, encode_ids(pipe, reference_ids(pipe, f))[0].to(f.embeddings), f.free)
-             for f in found]
+def anchor_ids(pipe, spec, found: Adversarial) -> list[int]:
+    """The anchor's tokens where the adversarial tokens stand in for the concept — the prompt without them names
+    it nowhere (concept inversion's word in its place, P4D-N's tokens alone) — so that they map to what the base
+    edit maps the concept to, not to the model's prior (which draws a ShapeWorld shape one time in six); else
+    none (the prompt's own concept rows, which the base edit erases, are the reference)."""
+    kept = pipe.tokenizer.decode([t for j, t in enumerate(found.ids) if j not in set(found.free)],
+                                 skip_special_tokens=True).lower()
+    if not spec.anchors or not spec.anchors[0].strip() or any(t.lower() in kept for t in spec.targets):
+        return []
+    return pipe.tokenizer(spec.anchors[0], add_special_tokens=False).input_ids
+
+
+def erase_rows(pipe, found: list[Adversarial], spec) -> tuple[torch.Tensor, torch.Tensor]:
+    """(erase, reference) rows of every adversarial input: its rows from the first free token on, and the rows of
+    the same prompt with its adversarial tokens replaced by the anchor (`anchor_ids`) or left out, before the
+    push."""
+    pairs = []
+    for f in found:
+        anchor = anchor_ids(pipe, spec, f)
+        ids = torch.tensor([free_runs_replaced(f.ids, f.free, anchor, pipe.tokenizer.pad_token_id)])
+        pairs.append(adversarial_rows(f.embeddings, encode_ids(pipe, ids)[0].to(f.embeddings), f.free, len(anchor)))
     return torch.cat([e for e, _ in pairs]), torch.cat([v for _, v in pairs])
 
 
