@@ -173,6 +173,18 @@ def test_harden_refuses_edits_that_are_not_closed_form_weight_deltas(sd1, base):
         erasekit.harden(sd1, tuned, ["unlearndiffatk"], 1)
 
 
+def test_a_two_stage_trce_edit_is_hardened_with_its_second_stage_kept(sd1, tmp_path):
+    two = erasekit.erase(sd1, "trce", ["cat"], anchor="dog", lam=1e-3, cache_dir=str(tmp_path), steps=2,
+                         sample_steps=2, lr=1e-3)
+    hardened = tiny_harden(sd1, two, rounds=1)
+    assert hardened.metadata["protocol"]["hardening"]["rows_erased"] > 0
+    steered = [n for n in two.param_names if ".attn1." in n or ".attn2.to_q." in n]
+    assert steered and set(hardened.param_names) == set(two.param_names)
+    for name in two.param_names:
+        same = torch.allclose(hardened.delta(name), two.delta(name))
+        assert same == (name in steered), name  # the second stage as it was; the K/V moved
+
+
 def test_cli_harden_bad_input_is_one_line_and_writes_nothing(tiny_dirs, sd1, base, tmp_path, capsys):
     base.save(tmp_path / "edit")
     out = tmp_path / "out"

@@ -7,7 +7,7 @@ ATTACKS = ("concept-inversion", "unlearndiffatk", "p4d", "ring-a-bell-ga")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("harden", help="harden a closed-form edit (uce, rece, trce stage 1): attack, erase what "
+    p = sub.add_parser("harden", help="harden a closed-form edit (uce, rece, trce): attack, erase what "
                        "the attacks find, repeat", description="Each round attacks the model with the edit (and "
                        "the hardening so far) on seeds of its own, erases in closed form the adversarial tokens that "
                        "still bring the concept back (with the preserved concepts and a caption prior held), and "

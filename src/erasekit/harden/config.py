@@ -9,7 +9,8 @@ from ..errors import ErasekitError, NotSupportedError
 
 # The attacks whose adversarial inputs (token ids, free positions, encoder output) hardening can erase.
 HARDENABLE = ("concept-inversion", "unlearndiffatk", "p4d", "ring-a-bell-ga")
-# The closed-form methods whose edit is a cross-attention K/V weight delta that hardening extends.
+# The methods whose cross-attention K/V delta is closed-form, which hardening extends (TRCE's second stage trains
+# only the queries and self-attention: a two-stage edit keeps them as they are).
 CLOSED_FORM = ("uce", "rece", "trce")
 
 
@@ -76,13 +77,12 @@ def check_edit(edit) -> None:
         raise ErasekitError(f"harden takes an Edit (erasekit.erase or erasekit.load_edit), not {type(edit).__name__}")
     if not isinstance(edit, WeightDelta):
         raise NotSupportedError(f"{edit} is a {edit.kind} edit: harden supports the closed-form weight-delta "
-                                "methods (uce, rece, trce stage 1); fine-tuned, adapter and sampling-time edits "
+                                "methods (uce, rece, trce); fine-tuned, adapter and sampling-time edits "
                                 "are not supported yet")
-    stages = edit.metadata["config"].get("stages", 1)
-    if edit.method not in CLOSED_FORM or stages != 1:
-        raise NotSupportedError(f"{edit} was made by fine-tuning ({edit.method}"
-                                f"{', stages ' + str(stages) if edit.method == 'trce' else ''}): harden supports "
-                                "the closed-form methods (uce, rece, trce stage 1); fine-tuned, adapter and "
+    if edit.method not in CLOSED_FORM:
+        raise NotSupportedError(f"{edit} was made by fine-tuning ({edit.method}): harden supports the closed-form "
+                                "methods (uce, rece, trce — its second stage trains the queries and self-attention "
+                                "and keeps the first stage's K/V, which hardening extends); fine-tuned, adapter and "
                                 "sampling-time edits are not supported yet")
     if "spec" not in edit.metadata["config"]:
         raise ErasekitError(f"{edit} records no concept spec: it cannot be hardened")
