@@ -131,6 +131,19 @@ def test_rewards_and_policy_pieces():
     assert stats["clipped"] == 0.5
 
 
+def test_trained_timesteps_are_a_random_share_or_the_first_or_last_steps():
+    from erasekit.methods.forceforget import ForceForgetConfig, PolicyLoss
+    loss = PolicyLoss.__new__(PolicyLoss)  # only the step choice: no model needed
+    loss.stochastic = list(range(8))
+    for choice, expected in (("last", [6, 7]), ("first", [0, 1])):
+        loss.config = ForceForgetConfig(timestep_fraction=0.25, timestep_choice=choice)
+        assert loss.timesteps(0) == loss.timesteps(5) == expected
+    loss.config = ForceForgetConfig(timestep_fraction=0.25)
+    drawn = [loss.timesteps(step) for step in range(6)]
+    assert all(len(set(d)) == 2 and set(d) <= set(range(8)) for d in drawn) and len(set(map(tuple, drawn))) > 1
+    assert drawn == [loss.timesteps(step) for step in range(6)]  # from (seed, step): the same on a resume
+
+
 @pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
 def test_forceforget_trains_a_reversible_adapter_edit_on_every_family(tiny_dirs, family, tmp_path):
     pipe = erasekit.load_pipeline(tiny_dirs[family])
@@ -187,6 +200,9 @@ def test_bad_input_is_refused_with_nothing_written(tiny_dirs, tmp_path, tiny_cli
     with pytest.raises(ErasekitError, match="safe_form"):  # refused before training, whatever the reward
         run(pipe, safe_form="verdict", work_dir=str(tmp_path / "form"))
     assert not (tmp_path / "form").exists()
+    with pytest.raises(ErasekitError, match="timestep_choice"):
+        run(pipe, timestep_choice="middle", work_dir=str(tmp_path / "steps"))
+    assert not (tmp_path / "steps").exists()
     with pytest.raises(ErasekitError, match="CLIP model"):
         erasekit.erase(pipe, "forceforget", ["cat"], **{**TINY, "reward": "detector-clip"})
     with pytest.raises(ErasekitError, match="cannot load CLIP"):

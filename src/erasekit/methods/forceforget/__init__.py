@@ -57,6 +57,8 @@ class ForceForgetConfig:
     harmful_share: float = 0.75      # reconstruction: share of a round's prompts that name the target
     inner_epochs: int = 1            # DDPO: optimiser steps per round's samples
     timestep_fraction: float = 1.0   # DDPO: share of each trajectory's steps trained
+    timestep_choice: str = "random"  # DDPO: a random subset each step | reconstruction: "last" (or "first") steps
+                                     # always (ShapeWorld draws its shape at the 9th of 10 steps)
     lr: float = 3e-4                 # DDPO
     clip_range: float = 1e-4         # DDPO: PPO's ε
     advantage_clip: float = 5.0      # DDPO
@@ -90,6 +92,8 @@ class ForceForgetConfig:
     def __post_init__(self):
         if not 0 < self.timestep_fraction <= 1:
             raise ErasekitError(f"timestep_fraction must be in (0, 1], not {self.timestep_fraction}")
+        if self.timestep_choice not in ("random", "first", "last"):
+            raise ErasekitError(f"timestep_choice must be random, first or last, not {self.timestep_choice!r}")
         if not 0 < self.harmful_share <= 1:
             raise ErasekitError(f"harmful_share must be in (0, 1], not {self.harmful_share}")
         if not isinstance(self.samples_per_prompt, int) or not 1 <= self.samples_per_prompt <= self.batch_size:
@@ -183,9 +187,13 @@ class PolicyLoss:
         return (adapted.float() - original.float()).pow(2).mean()
 
     def timesteps(self, step: int) -> list[int]:
-        """The trajectory steps trained at optimiser step `step`: a permutation drawn from (seed, step)."""
+        """The trajectory steps trained at optimiser step `step`: a permutation drawn from (seed, step), or the
+        first or last `trained_steps()` of them."""
+        n = self.trained_steps()
+        if self.config.timestep_choice != "random":
+            return self.stochastic[:n] if self.config.timestep_choice == "first" else self.stochastic[-n:]
         g = torch.Generator().manual_seed(derived_seed(self.config.seed, "timesteps", step))
-        order = torch.randperm(len(self.stochastic), generator=g)[:self.trained_steps()]
+        order = torch.randperm(len(self.stochastic), generator=g)[:n]
         return [self.stochastic[int(i)] for i in order]
 
 
