@@ -52,7 +52,7 @@ def test_adversarial_rows_map_prompt_tokens_to_theirs_and_free_tokens_to_the_row
     assert value[:, 0].tolist() == [1, 1, 2, 2, 3, 4]
 
 
-def test_adversarial_tokens_standing_for_the_concept_map_to_the_anchor(sd1):
+def test_adversarial_tokens_that_are_the_whole_prompt_map_to_the_anchor(sd1):
     adversarial = torch.arange(8.0)[:, None].repeat(1, 3) + 100
     reference = torch.arange(8.0)[:, None].repeat(1, 3)
     # ids [s, w, F, F, w, F, e, p] → reference [s, w, A, w, A, e, p, p]: a free run maps to its anchor row
@@ -62,13 +62,14 @@ def test_adversarial_tokens_standing_for_the_concept_map_to_the_anchor(sd1):
     assert free_runs_replaced([0, 1, 9, 9, 2, 9, 3, 4], [2, 3, 5], [], pad=4) == [0, 1, 2, 3, 4, 4, 4, 4]
     spec = resolve(["cat"], anchor="dog")
     ids = sd1.tokenizer("a red cat").input_ids
-    cat = ids.index(sd1.tokenizer("cat", add_special_tokens=False).input_ids[0])
+    words = list(range(1, len(ids) - 1))
     dog = sd1.tokenizer("dog", add_special_tokens=False).input_ids
-    # a word learned in the concept's place (concept inversion) maps to the anchor …
-    assert anchor_ids(sd1, spec, Adversarial(torch.zeros(len(ids), 4), ids, [cat])) == dog
-    # … tokens added to a prompt that still names the concept (UnlearnDiffAtk's prefix) to the prompt alone
-    assert anchor_ids(sd1, spec, Adversarial(torch.zeros(len(ids), 4), ids, [1])) == []
-    assert anchor_ids(sd1, resolve(["cat"], anchor=""), Adversarial(None, ids, [cat])) == []
+    # adversarial tokens that are the whole prompt (P4D-N's) map to the anchor, not to the empty prompt …
+    assert anchor_ids(sd1, spec, Adversarial(None, ids, words)) == dog
+    # … tokens beside the prompt's own words (a word learned in the concept's place, a prefix) to those words
+    assert anchor_ids(sd1, spec, Adversarial(None, ids, [words[-1]])) == []
+    assert anchor_ids(sd1, spec, Adversarial(None, ids, [1])) == []
+    assert anchor_ids(sd1, resolve(["cat"], anchor=""), Adversarial(None, ids, words)) == []
 
 
 def test_harden_returns_one_weight_delta_that_applies_and_removes_exactly(sd1, base, tmp_path):

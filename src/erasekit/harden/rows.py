@@ -23,13 +23,13 @@ def free_runs_replaced(ids: list[int], free, anchor: list[int], pad: int) -> lis
 
 
 def anchor_ids(pipe, spec, found: Adversarial) -> list[int]:
-    """The anchor's tokens where the adversarial tokens stand in for the concept — the prompt without them names
-    it nowhere (concept inversion's word in its place, P4D-N's tokens alone) — so that they map to what the base
-    edit maps the concept to, not to the model's prior (which draws a ShapeWorld shape one time in six); else
-    none (the prompt's own concept rows, which the base edit erases, are the reference)."""
+    """The anchor's tokens where the adversarial tokens are the whole prompt (P4D-N's), so that they map to what
+    the base edit maps the concept to, not to the empty prompt — the model's prior, which draws a ShapeWorld shape
+    one time in six; else none: the prompt's own words are the reference (pushed past, that moves the rows away
+    from the concept a learned word carries; mapped to the anchor, concept inversion found its way back)."""
     kept = pipe.tokenizer.decode([t for j, t in enumerate(found.ids) if j not in set(found.free)],
-                                 skip_special_tokens=True).lower()
-    if not spec.anchors or not spec.anchors[0].strip() or any(t.lower() in kept for t in spec.targets):
+                                 skip_special_tokens=True)
+    if not spec.anchors or not spec.anchors[0].strip() or kept.strip():
         return []
     return pipe.tokenizer(spec.anchors[0], add_special_tokens=False).input_ids
 
