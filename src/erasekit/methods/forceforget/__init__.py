@@ -20,8 +20,9 @@ carry the adapter too, so the reward alone lets classifier-free guidance's refer
 (`iterations`, `batch_size`) are ShapeWorld-sized (minutes on 2 CPU cores); on SD turn them up (the paper's GPU time
 is not given).
 
-Each optimiser step trains every sampled trajectory at `timestep_fraction` of its steps (the accumulated
-micro-batches of one step are its timesteps, as DDPO accumulates); checkpoints fall on round boundaries, where the
+Each optimiser step trains every sampled trajectory at `timestep_fraction` of its steps (a random share, DDPO's,
+or always the first or last ones: `timestep_choice`; the accumulated micro-batches of one step are its timesteps,
+as DDPO accumulates); checkpoints fall on round boundaries, where the
 next round's samples follow from the weights and the seed alone, so a resumed run continues bit-identically.
 
     edit = erasekit.erase(pipe, "forceforget", ["triangle"])                                  # ShapeWorld
