@@ -14,7 +14,8 @@ from erasekit.detectors import Detector
 from erasekit.edits import WeightDelta
 from erasekit.errors import ErasekitError, NotSupportedError
 from erasekit.harden.probe import Adversarial
-from erasekit.harden.rows import anchor_ids, free_runs_replaced
+from erasekit.attacks.whitebox import encode_ids
+from erasekit.harden.rows import anchor_ids, erase_rows, free_runs_replaced
 from erasekit.models import kv_weights
 
 FAST = {"unlearndiffatk": {"iterations": 2, "tokens": 2, "concept_images": 1, "batch": 1},
@@ -70,6 +71,9 @@ def test_adversarial_tokens_that_are_the_whole_prompt_map_to_the_anchor(sd1):
     assert anchor_ids(sd1, spec, Adversarial(None, ids, [words[-1]])) == []
     assert anchor_ids(sd1, spec, Adversarial(None, ids, [1])) == []
     assert anchor_ids(sd1, resolve(["cat"], anchor=""), Adversarial(None, ids, words)) == []
+    alone = Adversarial(encode_ids(sd1, torch.tensor([ids]))[0], ids, words)
+    (erase, plain), (same, anchored) = (erase_rows(sd1, [alone], spec, anchored=a) for a in (False, True))
+    assert torch.equal(erase, same) and not torch.allclose(plain, anchored)  # opt-in (HardenConfig.anchor_alone)
 
 
 def test_harden_returns_one_weight_delta_that_applies_and_removes_exactly(sd1, base, tmp_path):

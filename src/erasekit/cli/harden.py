@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--images", type=COUNT, default=16, help="images per attack run (default 16)")
     p.add_argument("--restarts", type=COUNT, default=None, help="attack runs per attack per round, each on seeds "
                    "of its own; every run's finds are erased (default: HardenConfig's)")
+    p.add_argument("--anchor-alone", action="store_true", help="map adversarial tokens that are the whole prompt "
+                   "(P4D-N's) to the concept's anchor, not to the empty prompt (the model's prior)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(run=run)
@@ -38,7 +40,7 @@ def run(args) -> int:
     from ..harden import harden_folder
     edit = harden_folder(args.edit, args.out, args.model, args.overwrite, log=print,
                          attacks=tuple(args.attack or ATTACKS[:2]), rounds=args.rounds, target=args.target,
-                         max_drop=args.max_drop, images=args.images,
+                         max_drop=args.max_drop, images=args.images, anchor_alone=args.anchor_alone,
                          **({} if args.restarts is None else {"restarts": args.restarts}))
     record = edit.metadata["protocol"]["hardening"]
     for h in record["rounds"]:

@@ -6,9 +6,8 @@ white-box attacks, each `restarts` times on attack and image seeds of the round'
 uses: a fresh seed finds inputs that one run's 0/16 does not show), takes the adversarial inputs whose images
 still show the concept (concept inversion's learned word, UnlearnDiffAtk's and
 P4D's tokens, Ring-A-Bell-GA's prompt), and erases their encoder rows from the first adversarial token on: each
-maps to the same prompt's row without the adversarial tokens — or, where they are the whole prompt (P4D-N's), to
-the spec's anchor, as the base edit maps the concept itself, not to the empty prompt — pushed past it
-(a − η(c − a)), with the preserved
+maps to the same prompt's row without the adversarial tokens (`anchor_alone`: where they are the whole prompt,
+P4D-N's, to the spec's anchor instead of the empty prompt), pushed past it (a − η(c − a)), with the preserved
 concepts' rows, the target's own rows and earlier rounds' rows held at the current weights and the caption prior,
 on every cross-attention K/V matrix (the closed-form solver UCE uses). Preservation (ShapeWorld: the attribute's
 other values) is checked each round; a round that would put it under its floor is retried with a gentler push

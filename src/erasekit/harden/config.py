@@ -30,6 +30,11 @@ class HardenConfig:
                                    # preservation under the floor (ShapeWorld's style: η = 1 drops the other
                                    # artists 8 points, η = 0 none; the triangle needs η = 1); () stops at once
     lam: float = 0.5               # the solver's λ (UCE's)
+    anchor_alone: bool = False     # adversarial tokens that are the whole prompt (P4D-N's) map to the spec's anchor,
+                                   # not to the empty prompt (the model's prior: ShapeWorld draws the triangle
+                                   # unprompted 14/64 times). Triangle from UCE: P4D 23.8 → 2.5 %, but concept
+                                   # inversion 8.8 → 18.8 %, preservation 100 → 95.6 %; the style worse on every
+                                   # attack: off
     prior: float = 4.0             # caption prior relative to the erase rows' mass (UCE's: 1; 4 keeps the other
                                    # artists on ShapeWorld: at 1 the style's first round dropped them 29 points)
     seed: int = 1000               # round r's k-th run uses attack seed `seed + r * restarts + k` …

@@ -72,7 +72,8 @@ class Loop:
         for r in range(1, self.config.rounds + 1):
             if self.done(runs):
                 break
-            erase, reference = erase_rows(self.pipe, [f for run in runs for f in run.found], self.spec)
+            erase, reference = erase_rows(self.pipe, [f for run in runs for f in run.found], self.spec,
+                                         self.config.anchor_alone)
             solve_round = self.solver(current, erase)  # the weights and held rows: one per round, whatever η
             for eta in (self.config.eta, *self.config.backoff):  # gentler pushes before giving up
                 hardening = solve_round(pushed(reference, erase, eta))

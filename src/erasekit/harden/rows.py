@@ -25,8 +25,7 @@ def free_runs_replaced(ids: list[int], free, anchor: list[int], pad: int) -> lis
 def anchor_ids(pipe, spec, found: Adversarial) -> list[int]:
     """The anchor's tokens where the adversarial tokens are the whole prompt (P4D-N's), so that they map to what
     the base edit maps the concept to, not to the empty prompt — the model's prior, which draws a ShapeWorld shape
-    one time in six; else none: the prompt's own words are the reference (pushed past, that moves the rows away
-    from the concept a learned word carries; mapped to the anchor, concept inversion found its way back)."""
+    one time in six; else none: the prompt's own words are the reference (`HardenConfig.anchor_alone`)."""
     kept = pipe.tokenizer.decode([t for j, t in enumerate(found.ids) if j not in set(found.free)],
                                  skip_special_tokens=True)
     if not spec.anchors or not spec.anchors[0].strip() or kept.strip():
@@ -34,13 +33,13 @@ def anchor_ids(pipe, spec, found: Adversarial) -> list[int]:
     return pipe.tokenizer(spec.anchors[0], add_special_tokens=False).input_ids
 
 
-def erase_rows(pipe, found: list[Adversarial], spec) -> tuple[torch.Tensor, torch.Tensor]:
+def erase_rows(pipe, found: list[Adversarial], spec, anchored: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(erase, reference) rows of every adversarial input: its rows from the first free token on, and the rows of
-    the same prompt with its adversarial tokens replaced by the anchor (`anchor_ids`) or left out, before the
-    push."""
+    the same prompt without its adversarial tokens (which the edit already erases) — or, `anchored`, with the
+    anchor in their place where they are the whole prompt (`anchor_ids`) — before the push."""
     pairs = []
     for f in found:
-        anchor = anchor_ids(pipe, spec, f)
+        anchor = anchor_ids(pipe, spec, f) if anchored else []
         ids = torch.tensor([free_runs_replaced(f.ids, f.free, anchor, pipe.tokenizer.pad_token_id)])
         pairs.append(adversarial_rows(f.embeddings, encode_ids(pipe, ids)[0].to(f.embeddings), f.free, len(anchor)))
     return torch.cat([e for e, _ in pairs]), torch.cat([v for _, v in pairs])
