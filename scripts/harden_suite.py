@@ -8,6 +8,7 @@ after every row) and prints each row as it is measured.
     python scripts/harden_suite.py [--concepts triangle "tobias renn"] [--methods uce rece trce-1] [--rounds 3]
                                    [--attacks concept-inversion unlearndiffatk] [--images 32] [--restarts K]
                                    [--kept-seeds 32] [--attack-seeds 1] [--also ring-a-bell p4d ...]
+                                   [--anchor-alone]
 """
 import argparse
 import inspect
@@ -102,6 +103,8 @@ def main() -> None:
                         help="seeds a prompt for preservation and benign attributes (bench sets)")
     parser.add_argument("--restarts", type=int, default=HardenConfig.restarts,
                         help="the loop's attack runs per attack per round")
+    parser.add_argument("--anchor-alone", action="store_true",
+                        help="HardenConfig.anchor_alone: P4D-N's prompts map to the concept's anchor")
     parser.add_argument("--out", default="out/harden_table.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -116,7 +119,8 @@ def main() -> None:
             before = measure(pipe, edit, concept, measured, args.images, classifier, args.kept_seeds,
                              args.attack_seeds)
             t = time.perf_counter()
-            hardened = erasekit.harden(pipe, edit, args.attacks, args.rounds, restarts=args.restarts, log=print)
+            hardened = erasekit.harden(pipe, edit, args.attacks, args.rounds, restarts=args.restarts,
+                                       anchor_alone=args.anchor_alone, log=print)
             print(f"{concept} | {label}: hardened in {time.perf_counter() - t:.0f} s", flush=True)
             after = measure(pipe, hardened, concept, measured, args.images, classifier, args.kept_seeds,
                             args.attack_seeds)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import erasekit
+from erasekit.attacks.whitebox import encode_ids
 from erasekit.closed_form.rows import adversarial_rows
 from erasekit.cli.main import main as cli
 from erasekit.concepts import preset, resolve
@@ -14,7 +15,6 @@ from erasekit.detectors import Detector
 from erasekit.edits import WeightDelta
 from erasekit.errors import ErasekitError, NotSupportedError
 from erasekit.harden.probe import Adversarial
-from erasekit.attacks.whitebox import encode_ids
 from erasekit.harden.rows import anchor_ids, erase_rows, free_runs_replaced
 from erasekit.models import kv_weights
 
