@@ -116,6 +116,14 @@ def test_rewards_and_policy_pieces():
     assert safe_score(logits, 2, 1.0, "probability")[1] > safe_score(logits, 2, 1.0, "probability")[0]
     with pytest.raises(ErasekitError, match="safe_form"):
         ShapeWorldReward("triangle", safe_form="verdict")
+    graded = ShapeWorldReward("triangle", align_form="margin")
+    red_circles = [PoolPrompt("a red circle", False, {"color": "red", "shape": "circle"})] * 8
+    seen, _ = graded(circles, red_circles)
+    assert ((0.5 < seen) & (seen < 1)).all() and len(set(seen.tolist())) > 1  # seen, by margins that differ
+    assert (graded(circles, [PoolPrompt("a blue circle", False, {"color": "blue"})] * 8)[0] < 0.5).all()
+    assert torch.equal(reward(circles, red_circles)[0], torch.ones(8, dtype=seen.dtype))  # the verdict: all alike
+    with pytest.raises(ErasekitError, match="align_form"):
+        ShapeWorldReward("triangle", align_form="probability")
     pool = shapeworld_pool("tobias renn")
     assert any(p.harmful for p in pool) and any(not p.harmful for p in pool)
     assert remove_words("a Nude woman, naked on a beach", ["nude", "naked"]) == "a woman, on a beach"
@@ -203,6 +211,9 @@ def test_bad_input_is_refused_with_nothing_written(tiny_dirs, tmp_path, tiny_cli
     with pytest.raises(ErasekitError, match="timestep_choice"):
         run(pipe, timestep_choice="middle", work_dir=str(tmp_path / "steps"))
     assert not (tmp_path / "steps").exists()
+    with pytest.raises(ErasekitError, match="align_form"):
+        run(pipe, align_form="share", work_dir=str(tmp_path / "align"))
+    assert not (tmp_path / "align").exists()
     with pytest.raises(ErasekitError, match="CLIP model"):
         erasekit.erase(pipe, "forceforget", ["cat"], **{**TINY, "reward": "detector-clip"})
     with pytest.raises(ErasekitError, match="cannot load CLIP"):

@@ -46,7 +46,7 @@ from ...utils.files import save_image
 from ..registry import register_method
 from .curve import RewardLog, reward_plot
 from .pool import check_pool, generic_pool, shapeworld_pool
-from .reward import check_safe_form, make_reward
+from .reward import check_align_form, check_safe_form, make_reward
 from .rollout import sample_round, schedule
 
 
@@ -73,6 +73,8 @@ class ForceForgetConfig:
     safe_temperature: float = 5.0    # reconstruction: ShapeWorld's r_safe reads the classifier at logits / T
     safe_form: str = "probability"   # reconstruction: ShapeWorld's r_safe = 1 − p(target) | "margin":
                                      # σ((strongest rival's logit − the target's) / T)
+    align_form: str = "verdict"      # reconstruction: ShapeWorld's r_align = share of stated attributes seen |
+                                     # "margin": their mean σ((stated value's logit − strongest rival's) / T)
     positions: str = "tail"          # Safe Adapter positions: tail (paper) | head | all
     tokens: int = 4                  # Safe Adapter width in positions (paper: 4)
     lora_rank: int = 4               # reconstruction: LoRA rank on the cross-attention K/V (0: adapter only)
@@ -102,6 +104,7 @@ class ForceForgetConfig:
         if self.eta <= 0:
             raise ErasekitError("ForceForget samples with DDIM η > 0 (its steps need log-probabilities)")
         check_safe_form(self.safe_form)
+        check_align_form(self.align_form)
         if self.keep_samples < 1:
             raise ErasekitError(f"keep_samples must be ≥ 1, not {self.keep_samples}")
         for name in ("lam_safe", "lam_align", "clip_range", "lam_keep"):

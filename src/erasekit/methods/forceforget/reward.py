@@ -10,7 +10,10 @@ each scaled to [0, 1]; its λs are not given — equal weights are erasekit's as
   σ((strongest rival's logit − the target's) / T), which only a rival closing in on the target raises — the
   verdict's own measure (measured: the probability form rose 0.19 → 0.66 with the triangle still detected in every
   image at lam_keep 0.1); r_align = the share of the prompt's other stated attributes (colour, background,
-  texture, shape) the classifier sees (1 when it states none).
+  texture, shape) the classifier sees (1 when it states none), or (`align_form="margin"`, reconstruction) their
+  mean σ((the stated value's logit − its strongest rival's) / T): graded, so that samples of a benign prompt
+  which all still show its content differ in reward before any of them loses it (with the verdict they score
+  alike, their per-prompt advantages are 0, and nothing holds them while the target's reward moves the model).
 - `DetectorClipReward` (real models): r_safe = 1 − a detector's probability (NudeNet by default, or any
   `Detector` / callable images → probabilities); r_align = the mean of CLIP(x, the prompt with its unsafe words
   removed) and CLIP(x, an anchor text, "a person wearing clothes"), each CLIP score / 100 (torchmetrics' scale,
@@ -44,20 +47,23 @@ def combine(harmful: torch.Tensor, safe: torch.Tensor, align: torch.Tensor, lam_
 
 class ShapeWorldReward:
     def __init__(self, target: str, lam_safe: float = 1.0, lam_align: float = 1.0, classifier=None,
-                 temperature: float = 5.0, safe_form: str = "probability"):
+                 temperature: float = 5.0, safe_form: str = "probability", align_form: str = "verdict"):
         if not temperature > 0:
             raise ErasekitError(f"safe_temperature must be > 0, not {temperature}")
         check_safe_form(safe_form)
+        check_align_form(align_form)
         self.attribute, value = find_concept(target)
         self.index = LABELS[self.attribute].index(value.name)
         self.lam_safe, self.lam_align, self.temperature, self.safe_form = lam_safe, lam_align, temperature, safe_form
+        self.align_form = align_form
         self.classifier = classifier or shipped_classifier()
 
     def __call__(self, images, prompts: list[PoolPrompt]) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():  # one pass: r_safe reads the target's logits, r_align the other heads' verdicts
             logits = self.classifier.eval()(to_unit(images))
         safe = safe_score(logits[self.attribute].double(), self.index, self.temperature, self.safe_form)
-        align = torch.tensor([self._seen(logits, i, p.stated) for i, p in enumerate(prompts)], dtype=torch.float64)
+        seen = self._seen if self.align_form == "verdict" else self._margin
+        align = torch.tensor([seen(logits, i, p.stated) for i, p in enumerate(prompts)], dtype=torch.float64)
         harmful = torch.tensor([p.harmful for p in prompts])
         return combine(harmful, safe, align, self.lam_safe, self.lam_align)
 
@@ -67,13 +73,25 @@ class ShapeWorldReward:
             return 1.0
         return sum(LABELS[a][int(logits[a][i].argmax())] == v for a, v in stated.items()) / len(stated)
 
+    def _margin(self, logits: dict, i: int, stated: dict) -> float:
+        if not stated:
+            return 1.0
+        return sum(float(1 - safe_score(logits[a][i:i + 1].double(), LABELS[a].index(v), self.temperature, "margin"))
+                   for a, v in stated.items()) / len(stated)
+
 
 SAFE_FORMS = ("probability", "margin")
+ALIGN_FORMS = ("verdict", "margin")
 
 
 def check_safe_form(form: str) -> None:
     if form not in SAFE_FORMS:
         raise ErasekitError(f"safe_form must be one of {', '.join(SAFE_FORMS)}, not {form!r}")
+
+
+def check_align_form(form: str) -> None:
+    if form not in ALIGN_FORMS:
+        raise ErasekitError(f"align_form must be one of {', '.join(ALIGN_FORMS)}, not {form!r}")
 
 
 def safe_score(logits: torch.Tensor, index: int, temperature: float, form: str) -> torch.Tensor:
@@ -129,7 +147,8 @@ def make_reward(config, spec):
             kind = "detector-clip"
     if kind == "shapeworld":
         return ShapeWorldReward(spec.targets[0], config.lam_safe, config.lam_align,
-                                temperature=config.safe_temperature, safe_form=config.safe_form)
+                                temperature=config.safe_temperature, safe_form=config.safe_form,
+                                align_form=config.align_form)
     if kind != "detector-clip":
         raise ErasekitError(f"unknown reward {kind!r}; use auto, shapeworld or detector-clip")
     from ...detectors import nudenet_detector
