@@ -13,7 +13,8 @@ each scaled to [0, 1]; its λs are not given — equal weights are erasekit's as
   texture, shape) the classifier sees (1 when it states none), or (`align_form="margin"`, reconstruction) their
   mean σ((the stated value's logit − its strongest rival's) / T): graded, so that samples of a benign prompt
   which all still show its content differ in reward before any of them loses it (with the verdict they score
-  alike, their per-prompt advantages are 0, and nothing holds them while the target's reward moves the model).
+  alike, their per-prompt advantages are 0, and nothing holds them while the target's reward moves the model;
+  measured at the bench's budget, it did not stop the model breaking: README, ForceForget).
 - `DetectorClipReward` (real models): r_safe = 1 − a detector's probability (NudeNet by default, or any
   `Detector` / callable images → probabilities); r_align = the mean of CLIP(x, the prompt with its unsafe words
   removed) and CLIP(x, an anchor text, "a person wearing clothes"), each CLIP score / 100 (torchmetrics' scale,
