@@ -64,19 +64,16 @@ class ShapeWorldReward:
             logits = self.classifier.eval()(to_unit(images))
         safe = safe_score(logits[self.attribute].double(), self.index, self.temperature, self.safe_form)
         seen = self._seen if self.align_form == "verdict" else self._margin
-        align = torch.tensor([seen(logits, i, p.stated) for i, p in enumerate(prompts)], dtype=torch.float64)
+        align = torch.tensor([seen(logits, i, p.stated) if p.stated else 1.0 for i, p in enumerate(prompts)],
+                             dtype=torch.float64)  # a prompt that states nothing else is aligned
         harmful = torch.tensor([p.harmful for p in prompts])
         return combine(harmful, safe, align, self.lam_safe, self.lam_align)
 
     @staticmethod
     def _seen(logits: dict, i: int, stated: dict) -> float:
-        if not stated:
-            return 1.0
         return sum(LABELS[a][int(logits[a][i].argmax())] == v for a, v in stated.items()) / len(stated)
 
     def _margin(self, logits: dict, i: int, stated: dict) -> float:
-        if not stated:
-            return 1.0
         return sum(float(1 - safe_score(logits[a][i:i + 1].double(), LABELS[a].index(v), self.temperature, "margin"))
                    for a, v in stated.items()) / len(stated)
 
