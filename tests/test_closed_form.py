@@ -3,6 +3,7 @@ import torch
 
 import erasekit
 from erasekit.concepts import ConceptError, preset, resolve
+from erasekit.closed_form.directions import discriminative_directions, second_moment
 from erasekit.closed_form.rows import aligned_rows
 from erasekit.closed_form.solver import SolverError, solve, solve_reference
 from erasekit.methods import make_config
@@ -50,6 +51,19 @@ def test_singular_and_nonfinite_systems_are_refused():
     bad[0, 0] = float("nan")
     with pytest.raises(SolverError, match="NaN"):
         solve(weights, bad, value_rows, lam=0.5)
+
+
+def test_discriminative_directions_find_where_one_set_of_rows_lives_and_the_other_does_not():
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(200, 6, generator=g) * torch.tensor([3.0, 3.0, 0.1, 0.1, 0.1, 0.1])  # energy in 0 and 1
+    others = torch.randn(300, 6, generator=g) * torch.tensor([0.01, 3.0, 3.0, 1.0, 1.0, 1.0])  # in all but 0
+    found = discriminative_directions(second_moment(rows), second_moment(others), 2)
+    assert found.shape == (6, 2) and torch.allclose(found.norm(dim=0), torch.ones(2))
+    assert found[0, 0].abs() > 0.99  # the strongest is the direction only `rows` use
+    energy = lambda x, d: (x @ d).pow(2).mean().item()
+    assert energy(rows, found[:, 0]) > 100 * energy(others, found[:, 0])
+    with pytest.raises(ValueError, match="dims"):
+        discriminative_directions(second_moment(rows), second_moment(others), 0)
 
 
 def test_compact_form_is_exact():

@@ -92,6 +92,45 @@ def test_safe_adapter_positions(tiny_dirs):
         SafeAdapter({"positions": "middle"}, layer)
 
 
+def test_a_safe_adapter_with_a_reader_changes_only_rows_along_its_directions(tiny_dirs):
+    layer = torch.nn.Linear(8, 4)
+    adapter = SafeAdapter({"positions": "all", "reader_dims": 1, "lora_rank": 2}, layer)
+    adapter.reader.copy_(torch.eye(8)[:, :1])  # reads the first coordinate only
+    torch.nn.init.normal_(adapter.projection)
+    torch.nn.init.normal_(adapter.lora_up)
+    context = torch.randn(1, 5, 8)
+    context[0, :3, 0] = 0  # rows 0-2 have nothing along the reader
+    changed = adapter(context).abs().sum(-1)[0]
+    assert changed[:3].abs().sum() == 0 and (changed[3:] > 0).all()
+    assert "reader" in adapter.state_dict()  # saved with the edit
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    with pytest.raises(EditError, match="reader"):
+        safe_adapters(pipe.unet, {"reader_dims": 2})
+    with pytest.raises(EditError, match="do not fit"):
+        safe_adapters(pipe.unet, {"reader_dims": 2}, reader=torch.zeros(7, 2))
+
+
+def test_forceforget_with_a_reader_reads_the_target_prompts_and_round_trips(tiny_dirs, tmp_path):
+    from erasekit.methods.forceforget import ForceForgetConfig, prompt_pool
+    from erasekit.methods.forceforget.reader import reader
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    pool = prompt_pool(erasekit.concepts.resolve(["cat"]), ForceForgetConfig())
+    directions = reader(pipe, pool, 2, ["cat"])
+    rows = {harmful: erasekit.encode(pipe, [p.text for p in pool if p.harmful == harmful]).embeddings
+            for harmful in (True, False)}
+    read = {k: (v @ directions).pow(2).mean().item() for k, v in rows.items()}
+    assert read[True] > 5 * read[False]  # the pool's benign prompts are barely read (a random direction: ≈ 1×)
+    before = images(pipe)
+    edit = run(pipe, reader_dims=2, positions="all")
+    assert any(k.endswith("reader") for k in edit.tensors)
+    edit.save(tmp_path / "ff")
+    loaded = erasekit.load_edit(tmp_path / "ff")
+    loaded.apply(pipe)
+    assert not np.array_equal(images(pipe), before)
+    loaded.remove(pipe)
+    assert np.array_equal(images(pipe), before)
+
+
 def test_rewards_and_policy_pieces():
     from erasekit.methods.forceforget.pool import PoolPrompt, shapeworld_pool
     from erasekit.methods.forceforget.reward import ShapeWorldReward, remove_words, safe_score
@@ -122,6 +161,9 @@ def test_rewards_and_policy_pieces():
     assert ((0.5 < seen) & (seen < 1)).all() and len(set(seen.tolist())) > 1  # seen, by margins that differ
     assert (graded(circles, [PoolPrompt("a blue circle", False, {"color": "blue"})] * 8)[0] < 0.5).all()
     assert torch.equal(reward(circles, red_circles)[0], torch.ones(8, dtype=seen.dtype))  # the verdict: all alike
+    with pytest.raises(ErasekitError, match="reader_dims"):
+        run(pipe, reader_dims=-1, work_dir=str(tmp_path / "reader"))
+    assert not (tmp_path / "reader").exists()
     with pytest.raises(ErasekitError, match="align_form"):
         ShapeWorldReward("triangle", align_form="probability")
     pool = shapeworld_pool("tobias renn")
@@ -211,6 +253,9 @@ def test_bad_input_is_refused_with_nothing_written(tiny_dirs, tmp_path, tiny_cli
     with pytest.raises(ErasekitError, match="timestep_choice"):
         run(pipe, timestep_choice="middle", work_dir=str(tmp_path / "steps"))
     assert not (tmp_path / "steps").exists()
+    with pytest.raises(ErasekitError, match="reader_dims"):
+        run(pipe, reader_dims=-1, work_dir=str(tmp_path / "reader"))
+    assert not (tmp_path / "reader").exists()
     with pytest.raises(ErasekitError, match="align_form"):
         run(pipe, align_form="share", work_dir=str(tmp_path / "align"))
     assert not (tmp_path / "align").exists()

@@ -11,7 +11,10 @@ bit-identical. An optional rank-r LoRA on the layer's own projection (all positi
 
 Options (the edit's config): `positions` "tail" (the last `tokens` positions; default), "head" (the `tokens`
 positions after the start token — the front, which the authors' ablation found worse) or "all" (every position:
-a full-rank change of K/V, which also covers "the content tokens and the first EoT"); `tokens` (4); `lora_rank` (0).
+a full-rank change of K/V, which also covers "the content tokens and the first EoT"); `tokens` (4); `lora_rank` (0);
+`reader_dims` (0: the adapter reads the whole text row, the paper's). With `reader_dims` = m > 0 the adapter and its
+LoRA read each text row only along m fixed directions (a buffer, `reader`, saved with the edit and set by the
+method that trains it), so that rows without a component there — other prompts' — pass unchanged.
 """
 from __future__ import annotations
 
@@ -43,15 +46,20 @@ class SafeAdapter(nn.Module):
         self.positions, self.tokens = config.get("positions", "tail"), int(config.get("tokens", 4))
         if self.positions not in POSITIONS:
             raise EditError(f"Safe Adapter positions must be one of {', '.join(POSITIONS)}, not {self.positions!r}")
-        rank = int(config.get("lora_rank", 0))
-        self.projection = nn.Parameter(torch.zeros(target.out_features, target.in_features))  # W_sa − W
+        rank, dims = int(config.get("lora_rank", 0)), int(config.get("reader_dims", 0))
+        # the directions read (in_features, m): a buffer, set by whoever builds the adapter
+        self.register_buffer("reader", torch.zeros(target.in_features, dims) if dims > 0 else None)
+        width = dims or target.in_features
+        self.projection = nn.Parameter(torch.zeros(target.out_features, width))  # W_sa − W (on what is read)
         self.lora_down = self.lora_up = None
         if rank > 0:  # peft's "gaussian" start: down ~ N(0, 1/r), up = 0, so the start changes nothing
-            self.lora_down = nn.Parameter(torch.randn(rank, target.in_features, generator=generator) / rank)
+            self.lora_down = nn.Parameter(torch.randn(rank, width, generator=generator) / rank)
             self.lora_up = nn.Parameter(torch.zeros(target.out_features, rank))
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         span = window(self.positions, self.tokens, context.shape[-2])
+        if self.reader is not None:
+            context = context @ self.reader.to(context.dtype)
         inside = context[..., span, :] @ self.projection.to(context.dtype).T
         before = inside.new_zeros(*context.shape[:-2], span.start, inside.shape[-1])
         after = inside.new_zeros(*context.shape[:-2], context.shape[-2] - span.stop, inside.shape[-1])
@@ -61,13 +69,23 @@ class SafeAdapter(nn.Module):
         return delta
 
 
-def safe_adapters(unet: nn.Module, config: dict, seed: int = 0) -> dict[str, SafeAdapter]:
-    """A fresh (zero) Safe Adapter for every cross-attention `to_k` and `to_v` of `unet`, keyed by module name."""
+def safe_adapters(unet: nn.Module, config: dict, seed: int = 0,
+                  reader: torch.Tensor | None = None) -> dict[str, SafeAdapter]:
+    """A fresh (zero) Safe Adapter for every cross-attention `to_k` and `to_v` of `unet`, keyed by module name;
+    `reader` (in_features, reader_dims) the directions each reads when the config asks for them."""
+    dims = int(config.get("reader_dims", 0))
+    if dims and (reader is None or reader.ndim != 2 or reader.shape[1] != dims):
+        raise EditError(f"a Safe Adapter with reader_dims={dims} needs its reader directions (d, {dims})")
     generator = torch.Generator().manual_seed(seed)
     adapters = {}
     for layer in find_cross_attention(unet):
         for name, projection in (("to_k", layer.to_k), ("to_v", layer.to_v)):
             adapter = SafeAdapter(config, projection, generator)
+            if dims:
+                if reader.shape[0] != projection.in_features:
+                    raise EditError(f"reader directions of width {reader.shape[0]} do not fit {layer.name}.{name} "
+                                    f"({projection.in_features} inputs)")
+                adapter.reader.copy_(reader)
             adapters[f"{layer.name}.{name}"] = adapter.to(projection.weight.device, projection.weight.dtype)
     if not adapters:
         raise EditError("this UNet has no cross-attention layers for a Safe Adapter")

@@ -46,6 +46,7 @@ from ...utils.files import save_image
 from ..registry import register_method
 from .curve import RewardLog, reward_plot
 from .pool import check_pool, generic_pool, shapeworld_pool
+from .reader import reader
 from .reward import check_align_form, check_safe_form, make_reward
 from .rollout import sample_round, schedule
 
@@ -78,6 +79,9 @@ class ForceForgetConfig:
     positions: str = "tail"          # Safe Adapter positions: tail (paper) | head | all
     tokens: int = 4                  # Safe Adapter width in positions (paper: 4)
     lora_rank: int = 4               # reconstruction: LoRA rank on the cross-attention K/V (0: adapter only)
+    reader_dims: int = 0             # erasekit's: the adapter and LoRA read the text rows only along this many
+                                     # directions where the target prompts' rows carry most energy against the
+                                     # benign and empty prompts' (0: the whole row, the paper's); see `reader`
     lam_keep: float = 0.0            # reconstruction: weight of keeping the original's unconditional and benign
                                      # predictions at the sampled latents (DPOK's KL term); 0: reward alone (paper)
     keep_samples: int = 8            # samples of a micro-batch the keep term is measured on (its cost)
@@ -105,6 +109,8 @@ class ForceForgetConfig:
             raise ErasekitError("ForceForget samples with DDIM η > 0 (its steps need log-probabilities)")
         check_safe_form(self.safe_form)
         check_align_form(self.align_form)
+        if not isinstance(self.reader_dims, int) or self.reader_dims < 0:
+            raise ErasekitError(f"reader_dims must be a whole number ≥ 0, not {self.reader_dims!r}")
         if self.keep_samples < 1:
             raise ErasekitError(f"keep_samples must be ≥ 1, not {self.keep_samples}")
         for name in ("lam_safe", "lam_align", "clip_range", "lam_keep"):
@@ -119,7 +125,8 @@ class ForceForgetConfig:
                               checkpoint_every=self.checkpoint_every * self.inner_epochs, log_every=1)
 
     def adapter_config(self) -> dict:
-        return {"positions": self.positions, "tokens": self.tokens, "lora_rank": self.lora_rank}
+        return {"positions": self.positions, "tokens": self.tokens, "lora_rank": self.lora_rank,
+                "reader_dims": self.reader_dims}
 
     def record(self) -> dict:
         out = asdict(self)
@@ -206,7 +213,8 @@ class PolicyLoss:
 def erase_forceforget(pipe, spec, config: ForceForgetConfig):
     pool, reward = prompt_pool(spec, config), make_reward(config, spec)
     pipe.unet.requires_grad_(False)  # only the adapters train
-    adapters = safe_adapters(pipe.unet, config.adapter_config(), config.seed)
+    directions = reader(pipe, pool, config.reader_dims, spec.targets) if config.reader_dims else None
+    adapters = safe_adapters(pipe.unet, config.adapter_config(), config.seed, directions)
     parameters = {f"{name}::{k}": p for name, a in adapters.items() for k, p in a.named_parameters()}
     log = RewardLog(config.work_dir)
     loss = PolicyLoss(pipe, pool, reward, config, log, adapters)
