@@ -92,7 +92,7 @@ def test_safe_adapter_positions(tiny_dirs):
         SafeAdapter({"positions": "middle"}, layer)
 
 
-def test_a_safe_adapter_with_a_reader_changes_only_rows_along_its_directions(tiny_dirs):
+def test_a_safe_adapter_with_a_reader_changes_only_rows_along_its_directions_and_values_only(tiny_dirs):
     layer = torch.nn.Linear(8, 4)
     adapter = SafeAdapter({"positions": "all", "reader_dims": 1, "lora_rank": 2}, layer)
     adapter.reader.copy_(torch.eye(8)[:, :1])  # reads the first coordinate only
@@ -108,6 +108,11 @@ def test_a_safe_adapter_with_a_reader_changes_only_rows_along_its_directions(tin
         safe_adapters(pipe.unet, {"reader_dims": 2})
     with pytest.raises(EditError, match="do not fit"):
         safe_adapters(pipe.unet, {"reader_dims": 2}, reader=torch.zeros(7, 2))
+    values_only = safe_adapters(pipe.unet, {"projections": "v"})
+    assert values_only and all(name.endswith(".to_v") for name in values_only)
+    assert len(safe_adapters(pipe.unet, {})) == 2 * len(values_only)  # keys and values, the paper's
+    with pytest.raises(EditError, match="projections"):
+        safe_adapters(pipe.unet, {"projections": "q"})
 
 
 def test_forceforget_with_a_reader_reads_the_target_prompts_and_round_trips(tiny_dirs, tmp_path):
@@ -161,9 +166,12 @@ def test_rewards_and_policy_pieces():
     assert ((0.5 < seen) & (seen < 1)).all() and len(set(seen.tolist())) > 1  # seen, by margins that differ
     assert (graded(circles, [PoolPrompt("a blue circle", False, {"color": "blue"})] * 8)[0] < 0.5).all()
     assert torch.equal(reward(circles, red_circles)[0], torch.ones(8, dtype=seen.dtype))  # the verdict: all alike
-    with pytest.raises(ErasekitError, match="reader_dims"):
-        run(pipe, reader_dims=-1, work_dir=str(tmp_path / "reader"))
-    assert not (tmp_path / "reader").exists()
+    _, diamonds = scene_images(8, 0, show={"shape": "diamond", "color": "red"}, p_empty=0.0)
+    anchored = ShapeWorldReward("triangle", anchor="diamond")
+    assert anchored(diamonds, stated)[0].min() > anchored(circles, stated)[0].max()  # the anchor drawn: rewarded
+    assert torch.equal(anchored(circles, red_circles)[0], reward(circles, red_circles)[0])  # benign: as before
+    with pytest.raises(ErasekitError, match="is a color"):
+        ShapeWorldReward("triangle", anchor="red")
     with pytest.raises(ErasekitError, match="align_form"):
         ShapeWorldReward("triangle", align_form="probability")
     pool = shapeworld_pool("tobias renn")

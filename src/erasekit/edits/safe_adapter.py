@@ -10,11 +10,13 @@ an output adapter (out + D x on the adapter's positions): the untrained adapter 
 bit-identical. An optional rank-r LoRA on the layer's own projection (all positions) trains alongside.
 
 Options (the edit's config): `positions` "tail" (the last `tokens` positions; default), "head" (the `tokens`
-positions after the start token — the front, which the authors' ablation found worse) or "all" (every position:
-a full-rank change of K/V, which also covers "the content tokens and the first EoT"); `tokens` (4); `lora_rank` (0);
-`reader_dims` (0: the adapter reads the whole text row, the paper's). With `reader_dims` = m > 0 the adapter and its
-LoRA read each text row only along m fixed directions (a buffer, `reader`, saved with the edit and set by the
-method that trains it), so that rows without a component there — other prompts' — pass unchanged.
+positions after the start token — the front, which the authors' ablation found worse) or "all" (every position: a
+full-rank change of K/V, which also covers "the content tokens and the first EoT"); `tokens` (4); `lora_rank` (0);
+`projections` ("kv": keys and values, the paper's; "v": values only, so attention goes where it went and only what
+the read positions contribute changes); `reader_dims` (0: the adapter reads the whole text row, the paper's). With
+`reader_dims` = m > 0 the adapter and its LoRA read each text row only along m fixed directions (a buffer, `reader`,
+saved with the edit and set by the method that trains it), so that rows without a component there — other prompts' —
+pass unchanged.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from ..models.layers import find_cross_attention
 from .adapter import register_adapter
 
 POSITIONS = ("tail", "head", "all")
+PROJECTIONS = {"kv": ("to_k", "to_v"), "v": ("to_v",)}  # which of a layer's projections get an adapter
 
 
 def window(positions: str, tokens: int, length: int) -> slice:
@@ -74,12 +77,15 @@ def safe_adapters(unet: nn.Module, config: dict, seed: int = 0,
     """A fresh (zero) Safe Adapter for every cross-attention `to_k` and `to_v` of `unet`, keyed by module name;
     `reader` (in_features, reader_dims) the directions each reads when the config asks for them."""
     dims = int(config.get("reader_dims", 0))
+    if config.get("projections", "kv") not in PROJECTIONS:
+        raise EditError(f"Safe Adapter projections must be one of {', '.join(PROJECTIONS)}, "
+                        f"not {config.get('projections')!r}")
     if dims and (reader is None or reader.ndim != 2 or reader.shape[1] != dims):
         raise EditError(f"a Safe Adapter with reader_dims={dims} needs its reader directions (d, {dims})")
     generator = torch.Generator().manual_seed(seed)
-    adapters = {}
+    adapters, names = {}, PROJECTIONS[config.get("projections", "kv")]
     for layer in find_cross_attention(unet):
-        for name, projection in (("to_k", layer.to_k), ("to_v", layer.to_v)):
+        for name, projection in ((n, getattr(layer, n)) for n in names):
             adapter = SafeAdapter(config, projection, generator)
             if dims:
                 if reader.shape[0] != projection.in_features:

@@ -20,6 +20,11 @@ carry the adapter too, so the reward alone lets classifier-free guidance's refer
 (`iterations`, `batch_size`) are ShapeWorld-sized (minutes on 2 CPU cores); on SD turn them up (the paper's GPU time
 is not given).
 
+erasekit's own knobs (off by default): `reader_dims` makes the adapter and its LoRA read the text rows only along
+the directions where the target prompts' rows carry most energy against the benign, empty and caption rows
+(`reader.py`), so the policy cannot move anything else; `projections="v"` adapts the values only;
+`align_anchor` adds the spec's anchor to ShapeWorld's r_align (the paper's anchor-text term).
+
 Each optimiser step trains every sampled trajectory at `timestep_fraction` of its steps (a random share, DDPO's,
 or always the first or last ones: `timestep_choice`; the accumulated micro-batches of one step are its timesteps,
 as DDPO accumulates); checkpoints fall on round boundaries, where the
@@ -76,8 +81,11 @@ class ForceForgetConfig:
                                      # σ((strongest rival's logit − the target's) / T)
     align_form: str = "verdict"      # reconstruction: ShapeWorld's r_align = share of stated attributes seen |
                                      # "margin": their mean σ((stated value's logit − strongest rival's) / T)
+    align_anchor: bool = False       # reconstruction: ShapeWorld's r_align for target prompts also rewards the
+                                     # spec's anchor (the paper's anchor-text term; real models always have it)
     positions: str = "tail"          # Safe Adapter positions: tail (paper) | head | all
     tokens: int = 4                  # Safe Adapter width in positions (paper: 4)
+    projections: str = "kv"          # reconstruction: the adapter (and LoRA) on keys and values (paper) | "v"
     lora_rank: int = 4               # reconstruction: LoRA rank on the cross-attention K/V (0: adapter only)
     reader_dims: int = 0             # erasekit's: the adapter and LoRA read the text rows only along this many
                                      # directions where the target prompts' rows carry most energy against the
@@ -126,7 +134,7 @@ class ForceForgetConfig:
 
     def adapter_config(self) -> dict:
         return {"positions": self.positions, "tokens": self.tokens, "lora_rank": self.lora_rank,
-                "reader_dims": self.reader_dims}
+                "reader_dims": self.reader_dims, "projections": self.projections}
 
     def record(self) -> dict:
         out = asdict(self)

@@ -14,7 +14,11 @@ each scaled to [0, 1]; its λs are not given — equal weights are erasekit's as
   mean σ((the stated value's logit − its strongest rival's) / T): graded, so that samples of a benign prompt
   which all still show its content differ in reward before any of them loses it (with the verdict they score
   alike, their per-prompt advantages are 0, and nothing holds them while the target's reward moves the model;
-  measured at the bench's budget, it did not stop the model breaking: README, ForceForget).
+  measured at the bench's budget, it did not stop the model breaking: README, ForceForget). With an `anchor`
+  (`align_anchor`, reconstruction of the paper's CLIP(x, anchor text) term: the spec's anchor, e.g. the
+  triangle's diamond) a target prompt's r_align is the mean of that and whether the anchor is seen (its verdict,
+  or σ((its logit − the strongest rival's) / T)): the policy is then rewarded for drawing something, not only
+  for not drawing the target.
 - `DetectorClipReward` (real models): r_safe = 1 − a detector's probability (NudeNet by default, or any
   `Detector` / callable images → probabilities); r_align = the mean of CLIP(x, the prompt with its unsafe words
   removed) and CLIP(x, an anchor text, "a person wearing clothes"), each CLIP score / 100 (torchmetrics' scale,
@@ -48,7 +52,8 @@ def combine(harmful: torch.Tensor, safe: torch.Tensor, align: torch.Tensor, lam_
 
 class ShapeWorldReward:
     def __init__(self, target: str, lam_safe: float = 1.0, lam_align: float = 1.0, classifier=None,
-                 temperature: float = 5.0, safe_form: str = "probability", align_form: str = "verdict"):
+                 temperature: float = 5.0, safe_form: str = "probability", align_form: str = "verdict",
+                 anchor: str | None = None):
         if not temperature > 0:
             raise ErasekitError(f"safe_temperature must be > 0, not {temperature}")
         check_safe_form(safe_form)
@@ -57,6 +62,12 @@ class ShapeWorldReward:
         self.index = LABELS[self.attribute].index(value.name)
         self.lam_safe, self.lam_align, self.temperature, self.safe_form = lam_safe, lam_align, temperature, safe_form
         self.align_form = align_form
+        self.anchor = None  # the anchor's class index in the target's attribute (the paper's anchor-text term)
+        if anchor:
+            anchor_attribute, anchor_value = find_concept(anchor)
+            if anchor_attribute != self.attribute:
+                raise ErasekitError(f"the anchor {anchor!r} is a {anchor_attribute}, the target a {self.attribute}")
+            self.anchor = LABELS[self.attribute].index(anchor_value.name)
         self.classifier = classifier or shipped_classifier()
 
     def __call__(self, images, prompts: list[PoolPrompt]) -> tuple[torch.Tensor, dict]:
@@ -67,7 +78,15 @@ class ShapeWorldReward:
         align = torch.tensor([seen(logits, i, p.stated) if p.stated else 1.0 for i, p in enumerate(prompts)],
                              dtype=torch.float64)  # a prompt that states nothing else is aligned
         harmful = torch.tensor([p.harmful for p in prompts])
+        if self.anchor is not None:  # a target prompt's r_align: its stated content and the anchor, half each
+            shown = self._anchor_shown(logits[self.attribute].double())
+            align = torch.where(harmful, (align + shown) / 2, align)
         return combine(harmful, safe, align, self.lam_safe, self.lam_align)
+
+    def _anchor_shown(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.align_form == "verdict":
+            return (logits.argmax(-1) == self.anchor).double()
+        return 1 - safe_score(logits, self.anchor, self.temperature, "margin")
 
     @staticmethod
     def _seen(logits: dict, i: int, stated: dict) -> float:
@@ -144,9 +163,10 @@ def make_reward(config, spec):
         except KeyError:
             kind = "detector-clip"
     if kind == "shapeworld":
+        anchor = spec.anchors[0] if config.align_anchor and spec.anchors and spec.anchors[0].strip() else None
         return ShapeWorldReward(spec.targets[0], config.lam_safe, config.lam_align,
                                 temperature=config.safe_temperature, safe_form=config.safe_form,
-                                align_form=config.align_form)
+                                align_form=config.align_form, anchor=anchor)
     if kind != "detector-clip":
         raise ErasekitError(f"unknown reward {kind!r}; use auto, shapeworld or detector-clip")
     from ...detectors import nudenet_detector
