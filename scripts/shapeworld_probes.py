@@ -2,7 +2,8 @@
 
     python scripts/shapeworld_probes.py explore [--concept triangle]
         how often the policy's own sampling (10 DDIM steps, η = 1) draws the target for its explicit, synonym and
-        implicit prompts at guidance 1–7.5: a policy gradient has only the samples without it to reinforce
+        implicit prompts at guidance 1–7.5, and for prompts naming it beside another shape: a policy gradient
+        has only the samples without it to reinforce
     python scripts/shapeworld_probes.py prior [--concept triangle] [--rows trce-1 ...]
         the target drawn for prompts that leave its attribute open (empty, colour only, "a … shape"), by the
         original and by bench rows' edits: the floor an attack reaches by saying nothing
@@ -35,12 +36,19 @@ def row_edit(pipe, label: str, concept: str):
 
 
 def explore(pipe, concept: str, detector, _args) -> None:
-    value = erasekit.shapeworld.domain.find_concept(concept)[1]
+    attribute, value = erasekit.shapeworld.domain.find_concept(concept)
     names = [value.name, *value.synonyms[:1], *value.implicit[:1]]
     prompts = [f"a {c} {n}" for c, n in zip(COLOURS * 2, names * 3)][:4] * 8
     for guidance in (1.0, 1.5, 2.0, 3.0, 7.5):
         print(json.dumps({"guidance": guidance, "eta": 1.0, "steps": 10, "prompts": sorted(set(prompts)),
                           "target_drawn": count(pipe, detector, prompts, guidance=guidance, steps=10, eta=1.0)}))
+    if attribute != "shape":
+        return
+    others = [s for s in erasekit.shapeworld.domain.SHAPE_NAMES if s != value.name][:2]
+    for mixed in [f"a red {value.name} and a red {o}" for o in others] + [f"a red {o} and a red {value.name}"
+                                                                          for o in others]:
+        print(json.dumps({"prompt": mixed, "eta": 1.0, "steps": 10,
+                          "target_drawn": count(pipe, detector, [mixed] * 16, steps=10, eta=1.0)}))
 
 
 def prior(pipe, concept: str, detector, args) -> None:
