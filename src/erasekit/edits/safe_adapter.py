@@ -74,8 +74,9 @@ class SafeAdapter(nn.Module):
 
 def safe_adapters(unet: nn.Module, config: dict, seed: int = 0,
                   reader: torch.Tensor | None = None) -> dict[str, SafeAdapter]:
-    """A fresh (zero) Safe Adapter for every cross-attention `to_k` and `to_v` of `unet`, keyed by module name;
-    `reader` (in_features, reader_dims) the directions each reads when the config asks for them."""
+    """A fresh (zero) Safe Adapter for every cross-attention `to_k` and `to_v` of `unet` (`to_v` alone with
+    `projections="v"`), keyed by module name; `reader` (in_features, reader_dims) the directions each reads when the
+    config asks for them."""
     dims = int(config.get("reader_dims", 0))
     if config.get("projections", "kv") not in PROJECTIONS:
         raise EditError(f"Safe Adapter projections must be one of {', '.join(PROJECTIONS)}, "

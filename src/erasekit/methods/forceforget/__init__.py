@@ -89,7 +89,7 @@ class ForceForgetConfig:
     lora_rank: int = 4               # reconstruction: LoRA rank on the cross-attention K/V (0: adapter only)
     reader_dims: int = 0             # erasekit's: the adapter and LoRA read the text rows only along this many
                                      # directions where the target prompts' rows carry most energy against the
-                                     # benign and empty prompts' (0: the whole row, the paper's); see `reader`
+                                     # benign, empty and caption rows (0: the whole row, the paper's); `reader`
     lam_keep: float = 0.0            # reconstruction: weight of keeping the original's unconditional and benign
                                      # predictions at the sampled latents (DPOK's KL term); 0: reward alone (paper)
     keep_samples: int = 8            # samples of a micro-batch the keep term is measured on (its cost)

@@ -5,8 +5,9 @@ Why: the adapter and its LoRA are linear in the text rows, and the rows of every
 energy, so whatever the policy gradient teaches them for the target prompts it also applies to the benign prompts
 and to classifier-free guidance's empty prompt — measured on ShapeWorld, the reward alone broke the model (FD
 830–985) and a term holding the original's outputs held the erasure back too. Read through m such directions,
-rows without a component there pass unchanged. On ShapeWorld's triangle pool the strongest direction holds ≈ 490
-units of energy per target row against 0.1 per benign one (held-out phrasings: 340 against 6)."""
+rows without a component there pass unchanged. On ShapeWorld's triangle pool one direction reads the bench's target
+prompts at rms 13 (as large as whole rows), the other shapes' prompts at 0.7, the bench's FD scenes at 0.9 and the
+empty prompt at 0.7 (README, ForceForget)."""
 from __future__ import annotations
 
 import torch
