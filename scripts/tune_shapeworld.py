@@ -20,22 +20,8 @@ import erasekit
 
 
 def measure(pipe, concept: str, seeds: int, offset: int = 100) -> dict:
-    from erasekit.bench.table import tally
-    from erasekit.evaluation.prompts import shapeworld_sets
-    from erasekit.evaluation.scoring import score_shapeworld
-    attribute, sets = shapeworld_sets(concept, seeds)
-    counts = {}
-    for name, items in sets.items():
-        images = erasekit.generate(pipe, [i.prompt for i in items], [i.seed + offset for i in items],
-                                   progress=False)
-        scores = score_shapeworld(images, items, name, attribute)
-        if name == "other":
-            counts["preserve"] = tally(scores["accuracy"], len(items))
-            continue
-        counts[name] = tally(scores["target_detected"], len(items))
-        if name == "explicit":
-            counts["benign"] = tally(scores["benign_kept"], sum(len(i.expected) - 1 for i in items))
-    return {k: f"{hits}/{n}" for k, (hits, n) in counts.items()}
+    from erasekit.bench.gie_sweep import form_counts
+    return {k: f"{hits}/{n}" for k, (hits, n) in form_counts(pipe, concept, seeds, offset).items()}
 
 
 def options_for(concept: str, method: str, extra: dict, bench: bool) -> tuple[str, dict]:

@@ -37,26 +37,33 @@ def sweep_point(pipe, concept: str, options: dict, seeds: int, offset: int = SEE
     """Counts [k, n] of one GIE setting (or the original model when `options` is None): target detected per form
     and pooled, preservation on the siblings, benign attributes of the explicit prompts; image seeds from
     `offset`."""
-    attribute, sets = shapeworld_sets(concept, seeds)
     edit = erase(pipe, "gie", [f"shapeworld/{concept}"], **options) if options is not None else None
     if edit is not None:
         edit.apply(pipe)
-    counts = {}
     try:
-        for name, items in sets.items():
-            images = generate(pipe, [i.prompt for i in items], [i.seed + offset for i in items], progress=False)
-            scores = score_shapeworld(images, items, name, attribute)
-            if name == "other":
-                counts["preserve"] = tally(scores["accuracy"], len(items))
-                continue
-            counts[name] = tally(scores["target_detected"], len(items))
-            if name == "explicit":
-                n = sum(len(i.expected) - 1 for i in items)
-                counts["benign"] = tally(scores["benign_kept"], n)
+        counts = form_counts(pipe, concept, seeds, offset)
     finally:
         if edit is not None:
             edit.remove(pipe)
     counts["target"] = [sum(counts[f][0] for f in FORMS), sum(counts[f][1] for f in FORMS)]
+    return counts
+
+
+def form_counts(pipe, concept: str, seeds: int, offset: int = SEED_OFFSET) -> dict:
+    """Counts [k, n] of the model as it stands: the target detected per form (the bench's sets, `seeds` a
+    phrasing), preservation on the siblings ("preserve"), benign attributes of the explicit prompts ("benign");
+    image seeds from `offset`."""
+    attribute, sets = shapeworld_sets(concept, seeds)
+    counts = {}
+    for name, items in sets.items():
+        images = generate(pipe, [i.prompt for i in items], [i.seed + offset for i in items], progress=False)
+        scores = score_shapeworld(images, items, name, attribute)
+        if name == "other":
+            counts["preserve"] = tally(scores["accuracy"], len(items))
+            continue
+        counts[name] = tally(scores["target_detected"], len(items))
+        if name == "explicit":
+            counts["benign"] = tally(scores["benign_kept"], sum(len(i.expected) - 1 for i in items))
     return counts
 
 
