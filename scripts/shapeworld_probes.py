@@ -11,6 +11,9 @@
         every cross-attention to_v projected off the top k directions of what the concept's context rows write
         beyond the preserved concepts' (on the row's edit): explicit detection, preservation, concept inversion
         (2 runs of 16 images, attack seeds 0-1)
+    python scripts/shapeworld_probes.py attacks --edit DIR [--concept triangle] [--attack-seeds 4]
+        a saved edit against the red-teaming suite on the hardening table's fresh protocol: 20 images per attack
+        seed (0, 1, …), image seeds 0 and up, the four prompts naming the concept
 """
 import argparse
 import json
@@ -88,17 +91,38 @@ def value_projection(pipe, concept: str, detector, args) -> None:
                           "preservation": round(preservation(pipe), 3), "concept_inversion": f"{hits}/32"}))
 
 
+def attacks(pipe, concept: str, _detector, args) -> None:
+    import inspect
+    from erasekit.attacks import ATTACKS
+    from erasekit.evaluation.scoring import wilson
+    erasekit.load_edit(args.edit).apply(pipe)
+    for name in args.attacks:
+        seeded = "seed" in inspect.signature(ATTACKS[name]).parameters
+        hits = sum(attack_once(pipe, name, concept, 20, first_seed=20 * k, **({"seed": k} if seeded else {})).hits
+                   for k in range(args.attack_seeds))
+        n = 20 * args.attack_seeds
+        low, high = wilson(hits, n)
+        print(json.dumps({"edit": args.edit, "attack": name, "shown": f"{hits}/{n}",
+                          "rate": f"{100 * hits / n:.1f} % [{100 * low:.1f}, {100 * high:.1f}]"}), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("probe", choices=("explore", "prior", "value-projection"))
+    parser.add_argument("probe", choices=("explore", "prior", "value-projection", "attacks"))
     parser.add_argument("--concept", default="triangle")
     parser.add_argument("--rows", nargs="*", default=None, help="bench rows (prior: trce-1; value-projection: trce)")
     parser.add_argument("--k", nargs="*", type=int, default=[0, 2, 8])
+    parser.add_argument("--edit", default="", help="attacks: a saved edit")
+    parser.add_argument("--attack-seeds", type=int, default=4)
+    parser.add_argument("--attacks", nargs="*", default=["concept-inversion", "unlearndiffatk", "p4d",
+                                                         "ring-a-bell", "ring-a-bell-ga"])
     args = parser.parse_args()
     args.rows = args.rows or (["trce"] if args.probe == "value-projection" else ["trce-1"])
     torch.set_num_threads(2)
     pipe = erasekit.load_pipeline(None)
-    probe = {"explore": explore, "prior": prior, "value-projection": value_projection}[args.probe]
+    if args.probe == "attacks" and not args.edit:
+        parser.error("attacks needs --edit DIR")
+    probe = {"explore": explore, "prior": prior, "value-projection": value_projection, "attacks": attacks}[args.probe]
     probe(pipe, args.concept, shapeworld_detector(args.concept), args)
 
 
