@@ -92,18 +92,13 @@ def value_projection(pipe, concept: str, detector, args) -> None:
 
 
 def attacks(pipe, concept: str, _detector, args) -> None:
-    import inspect
-    from erasekit.attacks import ATTACKS
-    from erasekit.evaluation.scoring import wilson
+    from erasekit.bench.table import rate_cell
+    from erasekit.detectors.shapeworld import shipped_classifier
+    from harden_suite import attacked  # the hardening table's fresh runs, split over attack seeds
     erasekit.load_edit(args.edit).apply(pipe)
     for name in args.attacks:
-        seeded = "seed" in inspect.signature(ATTACKS[name]).parameters
-        hits = sum(attack_once(pipe, name, concept, 20, first_seed=20 * k, **({"seed": k} if seeded else {})).hits
-                   for k in range(args.attack_seeds))
-        n = 20 * args.attack_seeds
-        low, high = wilson(hits, n)
-        print(json.dumps({"edit": args.edit, "attack": name, "shown": f"{hits}/{n}",
-                          "rate": f"{100 * hits / n:.1f} % [{100 * low:.1f}, {100 * high:.1f}]"}), flush=True)
+        outcome = attacked(pipe, name, concept, 20 * args.attack_seeds, shipped_classifier(), args.attack_seeds)
+        print(json.dumps({"edit": args.edit, "attack": name, "rate": rate_cell(outcome.hits, outcome.n)}), flush=True)
 
 
 def main():

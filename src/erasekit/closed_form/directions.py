@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from .rows import covariance
+
 
 def second_moment(rows: torch.Tensor) -> torch.Tensor:
-    """Mean e eᵀ over the rows (n, d), in float64."""
-    rows = rows.double()
-    return rows.T @ rows / len(rows)
+    """Mean e eᵀ over the rows (n, d), in float64: the closed-form edits' covariance per row."""
+    return covariance(rows, 1 / len(rows))
 
 
 def discriminative_directions(a: torch.Tensor, b: torch.Tensor, dims: int, eps: float = 1e-3) -> torch.Tensor:

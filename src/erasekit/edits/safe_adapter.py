@@ -77,14 +77,13 @@ def safe_adapters(unet: nn.Module, config: dict, seed: int = 0,
     """A fresh (zero) Safe Adapter for every cross-attention `to_k` and `to_v` of `unet` (`to_v` alone with
     `projections="v"`), keyed by module name; `reader` (in_features, reader_dims) the directions each reads when the
     config asks for them."""
-    dims = int(config.get("reader_dims", 0))
-    if config.get("projections", "kv") not in PROJECTIONS:
-        raise EditError(f"Safe Adapter projections must be one of {', '.join(PROJECTIONS)}, "
-                        f"not {config.get('projections')!r}")
+    dims, projections = int(config.get("reader_dims", 0)), config.get("projections", "kv")
+    if projections not in PROJECTIONS:
+        raise EditError(f"Safe Adapter projections must be one of {', '.join(PROJECTIONS)}, not {projections!r}")
     if dims and (reader is None or reader.ndim != 2 or reader.shape[1] != dims):
         raise EditError(f"a Safe Adapter with reader_dims={dims} needs its reader directions (d, {dims})")
     generator = torch.Generator().manual_seed(seed)
-    adapters, names = {}, PROJECTIONS[config.get("projections", "kv")]
+    adapters, names = {}, PROJECTIONS[projections]
     for layer in find_cross_attention(unet):
         for name, projection in ((n, getattr(layer, n)) for n in names):
             adapter = SafeAdapter(config, projection, generator)
