@@ -309,3 +309,61 @@ def test_two_processes_sample_and_train_as_one(tiny_dirs, tiny_clip, tmp_path):
     for key in single.tensors:
         torch.testing.assert_close(double.tensors[key], single.tensors[key], rtol=1e-3, atol=1e-4)  # Adam: float order
     assert any(single.tensors[k].abs().sum() > 0 for k in single.tensors)
+
+
+def test_exploring_starts_begin_late_from_the_rounds_benign_images_and_train_only_what_ran(tiny_dirs):
+    from erasekit.methods.forceforget import ForceForgetConfig, PolicyLoss, prompt_pool
+    from erasekit.methods.forceforget.explore import exploring_plan
+    from erasekit.methods.forceforget.rollout import sample_round, schedule
+    from erasekit.training import StepContext
+    ids, harmful = [0, 0, 1, 1, 0, 0, 2, 2], [True, True, False]
+    plan = exploring_plan(ids, harmful, 2, 0.5, [3, 4], torch.Generator().manual_seed(0))
+    starts = plan.starts
+    assert all(starts[g] == starts[g + 1] for g in range(0, 8, 2)) and starts[6] == 0  # whole groups, not benign
+    assert sum(s > 0 for s in starts[::2]) == 2  # half of the three target groups, rounded
+    assert {s for s in starts if s} <= {3, 4}
+    assert set(plan.group_ids(ids, 3)[i] for i, s in enumerate(starts) if s) <= {3, 4}  # groups of their own
+    with pytest.raises(ErasekitError, match="benign"):
+        exploring_plan([0, 0, 1, 1], harmful, 2, 0.5, [3], torch.Generator().manual_seed(0))
+
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    config = ForceForgetConfig(**{**TINY, "reward": "auto", "sample_steps": 4, "batch_size": 8},
+                               explore_share=1.0, explore_from=0.5)
+    pool = prompt_pool(erasekit.concepts.resolve(["cat"]), config)
+    r = sample_round(pipe, pool, FixedReward(), config, 0)
+    rows = [i for i, e in enumerate(r.exploring) if e]
+    assert rows and all(not r.prompts[i].harmful or r.exploring[i] for i in range(8))  # every target group explores
+    scheduler = schedule(pipe, config)
+    benign_finals = r.latents[[i for i in range(8) if not r.prompts[i].harmful], -1]
+    for i in rows:
+        start = int((~r.valid[i]).sum())
+        assert start in (2, 3) and r.valid[i, start:].all() and (r.log_probs[i, :start] == 0).all()
+        assert torch.isfinite(r.log_probs[i, start:]).all() and r.log_probs[i, start] != 0
+        # x at its start is a benign image's final latents noised to that step: the residual is unit noise
+        alpha = scheduler.alphas_cumprod[scheduler.timesteps[start]]
+        residual = (r.latents[i, start] - alpha.sqrt() * benign_finals) / (1 - alpha).sqrt()
+        assert abs(residual.flatten(1).std(1).min().item() - 1) < 0.25
+    assert r.valid[[i for i in range(8) if i not in rows]].all()
+
+    # a step before an exploring trajectory's start trains nothing of it
+    loss = PolicyLoss(pipe, pool, FixedReward(), config, None, {})
+    adapters = safe_adapters(pipe.unet, {"positions": "all", "tokens": 4, "lora_rank": 0})
+    params = [p for a in adapters.values() for p in a.parameters()]
+    with torch.no_grad():
+        for p in params:
+            p.normal_(0, 0.05)
+    r.advantages = torch.zeros(8)
+    r.advantages[rows] = 1.0
+    loss.rollout, loss.round = r, 0
+    grads = {}
+    with attached(pipe.unet, adapters, "output"):
+        first = min(int((~r.valid[i]).sum()) for i in rows)
+        for k in (0, first):
+            loss.timesteps = lambda step, k=k: [k]
+            for p in params:
+                p.grad = None
+            loss(StepContext(step=0, micro=0, generator=torch.Generator(), seed=0)).backward()
+            grads[k] = sum(float(p.grad.abs().sum()) for p in params if p.grad is not None)
+    assert grads[0] == 0 and grads[first] > 0
+    edit = run(pipe, explore_share=0.5, explore_from=0.5, sample_steps=4, batch_size=8)
+    assert all(h.get("reward_explore") is not None for h in edit.metadata["protocol"]["rewards"])

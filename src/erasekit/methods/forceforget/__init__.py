@@ -23,7 +23,9 @@ is not given).
 erasekit's own knobs (off by default): `reader_dims` makes the adapter and its LoRA read the text rows only along
 the directions where the target prompts' rows carry most energy against the benign, empty and caption rows
 (`reader.py`), so the policy cannot move anything else; `projections="v"` adapts the values only;
-`align_anchor` adds the spec's anchor to ShapeWorld's r_align (the paper's anchor-text term).
+`align_anchor` adds the spec's anchor to ShapeWorld's r_align (the paper's anchor-text term); `explore_share`
+starts a share of the target prompts' samples late, from the round's benign images (`explore.py`), so that a
+world that always draws the target still gives the policy samples without it to reinforce.
 
 Each optimiser step trains every sampled trajectory at `timestep_fraction` of its steps (a random share, DDPO's,
 or always the first or last ones: `timestep_choice`; the accumulated micro-batches of one step are its timesteps,
@@ -93,6 +95,10 @@ class ForceForgetConfig:
     lam_keep: float = 0.0            # reconstruction: weight of keeping the original's unconditional and benign
                                      # predictions at the sampled latents (DPOK's KL term); 0: reward alone (paper)
     keep_samples: int = 8            # samples of a micro-batch the keep term is measured on (its cost)
+    explore_share: float = 0.0       # erasekit's: share of a round's target-prompt groups that start late from one
+                                     # of the round's benign images (`explore.py`); 0: all from noise (DDPO's)
+    explore_from: float = 0.7        # erasekit's: exploring starts fall on the stochastic steps from this share of
+                                     # the schedule on (10 steps: 7 or 8)
     reward: str = "auto"             # auto | shapeworld | detector-clip
     detector: object = "nudenet"     # detector-clip: "nudenet" or a callable images → probabilities
     clip_model: str = ""             # detector-clip: CLIP folder or hub id (required there)
@@ -119,6 +125,9 @@ class ForceForgetConfig:
         check_align_form(self.align_form)
         if not isinstance(self.reader_dims, int) or self.reader_dims < 0:
             raise ErasekitError(f"reader_dims must be a whole number ≥ 0, not {self.reader_dims!r}")
+        if not 0 <= self.explore_share <= 1 or not 0 < self.explore_from < 1:
+            raise ErasekitError(f"explore_share must be in [0, 1] and explore_from in (0, 1), not "
+                                f"{self.explore_share} and {self.explore_from}")
         if self.keep_samples < 1:
             raise ErasekitError(f"keep_samples must be ≥ 1, not {self.keep_samples}")
         for name in ("lam_safe", "lam_align", "clip_range", "lam_keep"):
@@ -178,8 +187,11 @@ class PolicyLoss:
         r = self.rollout
         log_prob = transition_log_prob(self.pipe, self.scheduler, r.cond, r.latents[:, k], self.scheduler.timesteps[k],
                                        r.latents[:, k + 1], self.config.eta)
-        loss, _ = clipped_policy_loss(log_prob, r.log_probs[:, k], r.advantages, self.config.clip_range,
-                                      self.config.advantage_clip)
+        old, advantages = r.log_probs[:, k], r.advantages
+        if r.valid is not None:  # a trajectory that started after step k has nothing to train there
+            ran = r.valid[:, k].to(log_prob.device)
+            old, advantages = torch.where(ran, old, log_prob.detach()), advantages * ran
+        loss, _ = clipped_policy_loss(log_prob, old, advantages, self.config.clip_range, self.config.advantage_clip)
         if self.config.lam_keep > 0:
             loss = loss + self.config.lam_keep * self.keep_loss(r, k, ctx)
         return loss

@@ -9,7 +9,7 @@ from pathlib import Path
 from ...utils.plot import line_plot
 from ...training import world
 
-FIELDS = ("round", "reward", "reward_target", "reward_benign", "r_safe", "r_align")
+FIELDS = ("round", "reward", "reward_target", "reward_benign", "reward_explore", "r_safe", "r_align")
 
 
 class RewardLog:
@@ -18,8 +18,7 @@ class RewardLog:
         self.history: list[dict] = []
 
     def add(self, round_index: int, rollout) -> None:
-        harmful = [p.harmful for p in rollout.prompts]
-        row = {"round": round_index, "reward": round(float(rollout.rewards.mean()), 5), **_split(rollout, harmful),
+        row = {"round": round_index, "reward": round(float(rollout.rewards.mean()), 5), **_split(rollout),
                **{k: None if v is None else round(v, 5) for k, v in rollout.parts.items()}}
         self.history = [h for h in self.history if h["round"] < round_index] + [row]
         if self.path is not None and world()[1] == 0:
@@ -44,15 +43,19 @@ class RewardLog:
             writer.writerows(rows + [row])
 
 
-def _split(rollout, harmful: list[bool]) -> dict:
-    """Mean reward of this process's target and benign samples."""
-    rewards = rollout.local_rewards
-    target = [float(r) for r, h in zip(rewards, harmful) if h]
-    benign = [float(r) for r, h in zip(rewards, harmful) if not h]
-    return {"reward_target": round(sum(target) / len(target), 5) if target else None,
-            "reward_benign": round(sum(benign) / len(benign), 5) if benign else None}
+def _split(rollout) -> dict:
+    """Mean reward of this process's target samples (from noise), benign samples and exploring samples."""
+    exploring = rollout.exploring or [False] * len(rollout.prompts)
+    kinds = {"reward_target": [p.harmful and not e for p, e in zip(rollout.prompts, exploring)],
+             "reward_benign": [not p.harmful for p in rollout.prompts], "reward_explore": exploring}
+    out = {}
+    for name, chosen in kinds.items():
+        values = [float(r) for r, c in zip(rollout.local_rewards, chosen) if c]
+        out[name] = round(sum(values) / len(values), 5) if values else None
+    return out
 
 
 def reward_plot(history: list[dict], title: str = "ForceForget: mean reward per round"):
-    series = {name: [h.get(name) for h in history] for name in ("reward_target", "reward_benign", "r_safe", "r_align")}
+    names = [n for n in FIELDS[2:] if any(h.get(n) is not None for h in history)]  # exploring only when used
+    series = {name: [h.get(name) for h in history] for name in names}
     return line_plot(series, title, y_range=(0.0, 1.0))

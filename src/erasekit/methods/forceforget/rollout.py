@@ -9,8 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ...sampling import ddim_scheduler, decode, settings, trajectory
+from ...errors import ErasekitError
+from ...sampling import conditioning, ddim_scheduler, decode, settings, trajectory
+from ...sampling.trajectory import step_std
 from ...training import check_rewards, generator, prompt_advantages, world
+from .explore import explore, exploring_plan
 from .pool import PoolPrompt
 
 
@@ -24,6 +27,8 @@ class Rollout:
     rewards: torch.Tensor            # (all samples of the round,), for the log
     local_rewards: torch.Tensor      # (n,): this process's samples
     parts: dict                      # mean r_safe / r_align (this process's samples)
+    valid: torch.Tensor | None = None  # (n, steps) bool: the steps each trajectory ran (exploring starts skip some)
+    exploring: list[bool] | None = None  # per sample: it started late from a benign image
 
 
 def draw_prompts(pool: list[PoolPrompt], count: int, per_prompt: int, harmful_share: float, gen: torch.Generator
@@ -45,19 +50,81 @@ def sample_round(pipe, pool, reward, config, round_index: int) -> Rollout:
     gen = generator(config.seed, "round", round_index)
     ids = draw_prompts(pool, config.batch_size, config.samples_per_prompt, config.harmful_share, gen)
     seeds = torch.randint(0, 2**31 - 1, (len(ids),), generator=gen).tolist()
+    plan = None
+    if config.explore_share > 0:
+        plan = exploring_plan(ids, [p.harmful for p in pool], config.samples_per_prompt, config.explore_share,
+                              explore_steps(pipe, config), gen)
     processes, rank = world()
     mine = list(range(rank, len(ids), processes))
     prompts = [pool[ids[i]] for i in mine]
     with torch.no_grad():
-        traj = trajectory(pipe, [p.text for p in prompts], [seeds[i] for i in mine], steps=config.sample_steps,
-                          guidance=config.guidance, eta=config.eta, keep="all", log_probs=True)
-        rewards, parts = reward(decode(pipe, traj.final), prompts)
+        if plan is None:
+            traj = trajectory(pipe, [p.text for p in prompts], [seeds[i] for i in mine], steps=config.sample_steps,
+                              guidance=config.guidance, eta=config.eta, keep="all", log_probs=True)
+            latents, log_probs, cond, valid = _stacked(traj), traj.log_probs, traj.cond, None
+        else:
+            latents, log_probs, cond, valid = _with_exploring(pipe, config, prompts, [seeds[i] for i in mine],
+                                                              [plan.starts[i] for i in mine],
+                                                              [plan.sources[i] for i in mine])
+        rewards, parts = reward(decode(pipe, latents[:, -1]), prompts)
     local = check_rewards(rewards.double().cpu())
     rewards = _gathered(local, len(ids), processes, rank)
-    advantages = prompt_advantages(rewards, ids, config.advantage_scale)[mine]
-    steps = len(traj.timesteps)
-    latents = torch.stack([traj.latents[k] for k in range(steps + 1)], dim=1)
-    return Rollout(prompts, latents, traj.log_probs, advantages, traj.cond, rewards, local, parts)
+    groups = ids if plan is None else plan.group_ids(ids, len(pool))
+    advantages = prompt_advantages(rewards, groups, config.advantage_scale)[mine]
+    exploring = None if plan is None else [plan.starts[i] > 0 for i in mine]
+    return Rollout(prompts, latents, log_probs, advantages, cond, rewards, local, parts, valid, exploring)
+
+
+def _stacked(traj) -> torch.Tensor:
+    """(n, steps + 1, C, H, W): x before each step, and the final x."""
+    return torch.stack([traj.latents[k] for k in range(len(traj.timesteps) + 1)], dim=1)
+
+
+def explore_steps(pipe, config) -> list[int]:
+    """The steps an exploring trajectory may start at: the stochastic ones from `explore_from` of the schedule on."""
+    scheduler = schedule(pipe, config)
+    steps = len(scheduler.timesteps)
+    first = min(steps - 1, round(config.explore_from * steps))
+    out = [k for k in range(first, steps) if step_std(scheduler, scheduler.timesteps[k], config.eta) > 0]
+    if not out:
+        raise ErasekitError(f"explore_from={config.explore_from} leaves no stochastic step to start from")
+    return out
+
+
+def _with_exploring(pipe, config, prompts, seeds, starts, draws):
+    """Sample the images that start from noise, then the exploring ones from those among them of benign prompts;
+    assemble latents, log-probabilities and the validity mask in image order (steps an exploring trajectory did
+    not run hold its first latents and log-probability 0, and are masked out)."""
+    plain = [i for i, s in enumerate(starts) if s == 0]
+    steps, guidance = settings(pipe, config.sample_steps, config.guidance)
+    traj = trajectory(pipe, [prompts[i].text for i in plain], [seeds[i] for i in plain], steps=steps,
+                      guidance=guidance, eta=config.eta, keep="all", log_probs=True)
+    first = _stacked(traj)
+    latents = first.new_zeros((len(prompts), *first.shape[1:]))
+    log_probs = traj.log_probs.new_zeros((len(prompts), steps))
+    valid = torch.ones(len(prompts), steps, dtype=torch.bool)
+    latents[plain], log_probs[plain] = first, traj.log_probs
+    benign = [j for j, i in enumerate(plain) if not prompts[i].harmful]
+    rows = [i for i, s in enumerate(starts) if s > 0]
+    if rows and not benign:
+        raise ErasekitError("this process sampled no benign image to start exploring from: use fewer processes "
+                            "than samples_per_prompt, or a lower harmful_share")
+    if rows:
+        sources = torch.stack([first[benign[draws[i] % len(benign)], -1] for i in rows])
+        runs = explore(pipe, schedule(pipe, config), [prompts[i].text for i in rows], [seeds[i] for i in rows],
+                       [starts[i] for i in rows], sources, guidance, config.eta)
+        for part, run in runs:
+            _place(run, [rows[j] for j in part], starts[rows[part[0]]], latents, log_probs, valid)
+    return latents, log_probs, conditioning(pipe, [p.text for p in prompts], guidance=guidance), valid
+
+
+def _place(run, rows: list[int], step: int, latents, log_probs, valid) -> None:
+    """Put an exploring run (started at `step`) into the round's tensors at `rows`."""
+    steps = log_probs.shape[1]
+    latents[rows, step:] = torch.stack([run.latents[k] for k in range(step, steps + 1)], dim=1)
+    latents[rows, :step] = run.latents[step].unsqueeze(1)
+    log_probs[rows, step:] = run.log_probs
+    valid[rows, :step] = False
 
 
 def _gathered(mine: torch.Tensor, total: int, processes: int, rank: int) -> torch.Tensor:

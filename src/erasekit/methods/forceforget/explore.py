@@ -1,0 +1,65 @@
+"""Exploring starts for ForceForget's rounds (erasekit's knob, off by default).
+
+A policy gradient can only reinforce what the policy samples. ShapeWorld draws the named shape in every sample of
+a target prompt (32/32 at guidance 1–7.5, `scripts/shapeworld_probes.py explore`), so the target prompts' rewards
+barely differ and DDPO has no direction to follow. With exploring starts, a share of each round's target-prompt
+groups does not start from noise: each group takes one of the round's benign images, noises it to a late step of the
+schedule and lets the policy denoise it from there under the target prompt (as image-to-image does). From late
+steps the original model keeps the benign image's shape in some samples (from step 8 of 10: 9 of 24) and draws the
+target in the others, so those groups' rewards differ and their advantages say which denoising steps keep the
+target away. Only the steps an exploring trajectory ran are trained on; its group is normalised on its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from ...errors import ErasekitError
+from ...sampling import seed_generators
+from ...sampling.trajectory import conditioning, denoise
+
+
+@dataclass
+class ExploringPlan:
+    starts: list[int]      # per image: the step its trajectory starts at (0: from noise)
+    sources: list[int]     # per image: a draw choosing which benign image it starts from (exploring images only)
+
+    def group_ids(self, ids: list[int], pool_size: int) -> list[int]:
+        """Advantage groups: an exploring group apart from the same prompt's groups sampled from noise."""
+        return [i + pool_size if s else i for i, s in zip(ids, self.starts)]
+
+
+def exploring_plan(ids: list[int], harmful: list[bool], per_prompt: int, share: float, candidates: list[int],
+                   gen: torch.Generator) -> ExploringPlan:
+    """Which of a round's target-prompt groups (`per_prompt` consecutive images of one prompt) start late, from which
+    step (drawn from `candidates`) and which benign image (a draw, resolved per process)."""
+    groups = range(0, len(ids), per_prompt)
+    targets = [g for g in groups if harmful[ids[g]]]
+    if len(targets) == len(list(groups)):
+        raise ErasekitError("exploring starts need benign prompts in every round: lower harmful_share or add some")
+    chosen = [targets[int(j)] for j in torch.randperm(len(targets), generator=gen)[:round(share * len(targets))]]
+    starts, sources = [0] * len(ids), [0] * len(ids)
+    for g in chosen:
+        step = candidates[int(torch.randint(len(candidates), (1,), generator=gen))]
+        source = int(torch.randint(2**31 - 1, (1,), generator=gen))
+        for i in range(g, min(g + per_prompt, len(ids))):
+            starts[i], sources[i] = step, source
+    return ExploringPlan(starts, sources)
+
+
+def explore(pipe, scheduler, texts: list[str], seeds: list[int], starts: list[int], sources: torch.Tensor,
+            guidance: float, eta: float):
+    """Denoise `sources` (final latents of benign images) under `texts` from each image's start step: every image's
+    own seed draws its noise and its steps. Returns per start step (rows, trajectory)."""
+    out = []
+    for step in sorted(set(starts)):
+        rows = [i for i, s in enumerate(starts) if s == step]
+        generators = seed_generators([seeds[i] for i in rows], sources.device)
+        noise = randn_tensor(sources[rows].shape, generator=generators, device=sources.device, dtype=sources.dtype)
+        x = scheduler.add_noise(sources[rows], noise, scheduler.timesteps[step:step + 1].repeat(len(rows)))
+        cond = conditioning(pipe, [texts[i] for i in rows], guidance=guidance)
+        out.append((rows, denoise(pipe, cond, x, scheduler, generators, start=step, eta=eta, keep="all",
+                                  log_probs=True)))
+    return out
