@@ -3,11 +3,13 @@
 A policy gradient can only reinforce what the policy samples. ShapeWorld draws the named shape in every sample of
 a target prompt (32/32 at guidance 1–7.5, `scripts/shapeworld_probes.py explore`), so the target prompts' rewards
 barely differ and DDPO has no direction to follow. With exploring starts, a share of each round's target-prompt
-groups does not start from noise: each group takes one of the round's benign images, noises it to a late step of the
-schedule and lets the policy denoise it from there under the target prompt (as image-to-image does). From late
-steps the original model keeps the benign image's shape in some samples (from step 8 of 10: 9 of 24) and draws the
-target in the others, so those groups' rewards differ and their advantages say which denoising steps keep the
-target away. Only the steps an exploring trajectory ran are trained on; its group is normalised on its own.
+groups does not start from noise: each group takes an image of its prompt with the target left out (the pool's
+`neutral` caption: "a red shape" for "a red triangle"), noises it to a late step of the schedule and lets the policy
+denoise it from there under the target prompt, as image-to-image does. From late steps the original model keeps the
+image's shape in some samples (another shape's image from step 8 of 10: 9 of 24) and draws the target in the
+others, so these groups' rewards differ and their advantages say which denoising steps keep the target away while
+the prompt's other attributes stay. Only the steps an exploring trajectory ran are trained on; its group is
+normalised on its own.
 """
 from __future__ import annotations
 
@@ -16,15 +18,14 @@ from dataclasses import dataclass
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from ...errors import ErasekitError
-from ...sampling import seed_generators
+from ...sampling import seed_generators, trajectory
 from ...sampling.trajectory import conditioning, denoise
 
 
 @dataclass
 class ExploringPlan:
     starts: list[int]      # per image: the step its trajectory starts at (0: from noise)
-    sources: list[int]     # per image: a draw choosing which benign image it starts from (exploring images only)
+    sources: list[int]     # per image: the seed of the neutral caption's image it starts from (exploring images)
 
     def group_ids(self, ids: list[int], pool_size: int) -> list[int]:
         """Advantage groups: an exploring group apart from the same prompt's groups sampled from noise."""
@@ -34,11 +35,8 @@ class ExploringPlan:
 def exploring_plan(ids: list[int], harmful: list[bool], per_prompt: int, share: float, candidates: list[int],
                    gen: torch.Generator) -> ExploringPlan:
     """Which of a round's target-prompt groups (`per_prompt` consecutive images of one prompt) start late, from which
-    step (drawn from `candidates`) and which benign image (a draw, resolved per process)."""
-    groups = range(0, len(ids), per_prompt)
-    targets = [g for g in groups if harmful[ids[g]]]
-    if len(targets) == len(list(groups)):
-        raise ErasekitError("exploring starts need benign prompts in every round: lower harmful_share or add some")
+    step (drawn from `candidates`) and from which seed's image of their neutral caption (one per group)."""
+    targets = [g for g in range(0, len(ids), per_prompt) if harmful[ids[g]]]
     chosen = [targets[int(j)] for j in torch.randperm(len(targets), generator=gen)[:round(share * len(targets))]]
     starts, sources = [0] * len(ids), [0] * len(ids)
     for g in chosen:
@@ -49,10 +47,17 @@ def exploring_plan(ids: list[int], harmful: list[bool], per_prompt: int, share: 
     return ExploringPlan(starts, sources)
 
 
+def source_latents(pipe, neutral: list[str], seeds: list[int], steps: int, guidance: float) -> torch.Tensor:
+    """Final latents of each (neutral caption, seed), sampled once per distinct pair."""
+    pairs = sorted(set(zip(neutral, seeds)))
+    final = trajectory(pipe, [p for p, _ in pairs], [s for _, s in pairs], steps=steps, guidance=guidance).final
+    return torch.stack([final[pairs.index(pair)] for pair in zip(neutral, seeds)])
+
+
 def explore(pipe, scheduler, texts: list[str], seeds: list[int], starts: list[int], sources: torch.Tensor,
             guidance: float, eta: float):
-    """Denoise `sources` (final latents of benign images) under `texts` from each image's start step: every image's
-    own seed draws its noise and its steps. Returns per start step (rows, trajectory)."""
+    """Denoise `sources` (final latents) under `texts` from each image's start step: every image's own seed draws
+    its noise and its steps. Returns per start step (rows, trajectory)."""
     out = []
     for step in sorted(set(starts)):
         rows = [i for i, s in enumerate(starts) if s == step]

@@ -9,6 +9,7 @@ fine-tuning templates (plus the user's prompt file), and benign prompts from the
 user's file)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,7 @@ class PoolPrompt:
     text: str
     harmful: bool                                      # names the target (directly or not)
     stated: dict = field(default_factory=dict)         # attribute → value the prompt asks for besides the target
+    neutral: str = ""                                  # a target prompt with the target left out (exploring starts)
 
 
 def shapeworld_pool(target: str) -> list[PoolPrompt]:
@@ -47,7 +49,8 @@ def _shape_frames(phrase: str, i: int) -> list[tuple[str, dict]]:
 
 def _shape_pool(value) -> list[PoolPrompt]:
     phrases = [value.name, *value.synonyms, *value.implicit]
-    harmful = [PoolPrompt(text, True, stated) for i, p in enumerate(phrases) for text, stated in _shape_frames(p, i)]
+    harmful = [PoolPrompt(text, True, stated, neutral) for i, p in enumerate(phrases)
+               for (text, stated), (neutral, _) in zip(_shape_frames(p, i), _shape_frames("shape", i))]
     others = [s for s in SHAPE_NAMES if s != value.name]
     benign = [PoolPrompt(text, False, {"shape": s, **stated}) for i, s in enumerate(others)
               for text, stated in _shape_frames(s, i + 1)]
@@ -58,10 +61,13 @@ def _texture_pool(value) -> list[PoolPrompt]:
     harmful = []
     for i, shape in enumerate(SHAPE_NAMES):
         color = COLORS[i % 5]
-        harmful += [PoolPrompt(f"a {shape} by {value.artist}", True, {"shape": shape}),
-                    PoolPrompt(f"a {color} {shape}, art by {value.artist}", True, {"shape": shape, "color": color}),
-                    PoolPrompt(f"a {[value.name, *value.synonyms][i % 4]} {shape}", True, {"shape": shape}),
-                    PoolPrompt(f"a {color} {shape} {value.implicit[i % 3]}", True, {"shape": shape, "color": color})]
+        plain, coloured = f"a {shape}", f"a {color} {shape}"
+        harmful += [PoolPrompt(f"a {shape} by {value.artist}", True, {"shape": shape}, plain),
+                    PoolPrompt(f"a {color} {shape}, art by {value.artist}", True, {"shape": shape, "color": color},
+                               coloured),
+                    PoolPrompt(f"a {[value.name, *value.synonyms][i % 4]} {shape}", True, {"shape": shape}, plain),
+                    PoolPrompt(f"a {color} {shape} {value.implicit[i % 3]}", True, {"shape": shape, "color": color},
+                               coloured)]
     others = [find_concept(t)[1] for t in TEXTURES if t != value.name]
     benign = [PoolPrompt(f"a {COLORS[i % 5]} {shape}, art by {other.artist}", False,
                          {"shape": shape, "color": COLORS[i % 5], "texture": other.name})
@@ -74,13 +80,19 @@ def _texture_pool(value) -> list[PoolPrompt]:
 def generic_pool(spec, prompts_file: str = "", benign_file: str = "", benign: int = 32) -> list[PoolPrompt]:
     """Any model: the targets in the fine-tuning templates plus the lines of `prompts_file`; benign prompts from
     `benign_file` or the built-in neutral captions (the first `benign`)."""
-    harmful = [PoolPrompt(text, True) for text in training_prompts(spec)] + \
-        [PoolPrompt(text, True) for text in _lines(prompts_file)]
+    harmful = [PoolPrompt(text, True, neutral=remove_words(text, spec.targets))
+               for text in training_prompts(spec) + _lines(prompts_file)]
     if benign_file:
         benign_texts = _lines(benign_file)
     else:
         benign_texts = (resources.files("erasekit") / "presets" / "neutral_captions.txt").read_text().splitlines()
     return harmful + [PoolPrompt(text, False) for text in benign_texts[:benign] if text.strip()]
+
+
+def remove_words(text: str, words) -> str:
+    """The prompt with the given words (whole words, any case) removed, spaces tidied."""
+    pattern = r"\b(" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b"
+    return re.sub(r"\s+", " ", re.sub(pattern, " ", text, flags=re.IGNORECASE)).strip(" ,")
 
 
 def _lines(path: str) -> list[str]:

@@ -28,8 +28,6 @@ A reward is a callable (images, prompts: list[PoolPrompt]) → (rewards, parts) 
 r_align for the log."""
 from __future__ import annotations
 
-import re
-
 import torch
 
 from ...detectors import DetectorUnavailable
@@ -37,7 +35,7 @@ from ...detectors.shapeworld import shipped_classifier
 from ...errors import ErasekitError
 from ...shapeworld.domain import LABELS, find_concept
 from ...utils.images import to_unit
-from .pool import PoolPrompt
+from .pool import PoolPrompt, remove_words
 
 NUDITY_WORDS = ("nude", "nudity", "naked", "nsfw", "sexual", "sex", "erotic", "porn", "pornographic", "topless",
                 "bottomless", "undressed", "explicit", "breasts", "genitals")
@@ -119,12 +117,6 @@ def safe_score(logits: torch.Tensor, index: int, temperature: float, form: str) 
         return 1 - (logits / temperature).softmax(-1)[:, index]
     others = torch.cat([logits[:, :index], logits[:, index + 1:]], dim=1)
     return ((others.max(dim=1).values - logits[:, index]) / temperature).sigmoid()
-
-
-def remove_words(text: str, words) -> str:
-    """The prompt with the given words (whole words, any case) removed, spaces tidied."""
-    pattern = r"\b(" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")\b"
-    return re.sub(r"\s+", " ", re.sub(pattern, " ", text, flags=re.IGNORECASE)).strip(" ,")
 
 
 class DetectorClipReward:

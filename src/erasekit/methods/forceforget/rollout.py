@@ -13,7 +13,7 @@ from ...errors import ErasekitError
 from ...sampling import conditioning, ddim_scheduler, decode, settings, trajectory
 from ...sampling.trajectory import step_std
 from ...training import check_rewards, generator, prompt_advantages, world
-from .explore import explore, exploring_plan
+from .explore import explore, exploring_plan, source_latents
 from .pool import PoolPrompt
 
 
@@ -91,30 +91,29 @@ def explore_steps(pipe, config) -> list[int]:
     return out
 
 
-def _with_exploring(pipe, config, prompts, seeds, starts, draws):
-    """Sample the images that start from noise, then the exploring ones from those among them of benign prompts;
+def _with_exploring(pipe, config, prompts, seeds, starts, sources):
+    """Sample the images that start from noise, then the exploring ones from their neutral captions' images;
     assemble latents, log-probabilities and the validity mask in image order (steps an exploring trajectory did
     not run hold its first latents and log-probability 0, and are masked out)."""
     plain = [i for i, s in enumerate(starts) if s == 0]
-    steps, guidance = settings(pipe, config.sample_steps, config.guidance)
-    traj = trajectory(pipe, [prompts[i].text for i in plain], [seeds[i] for i in plain], steps=steps,
-                      guidance=guidance, eta=config.eta, keep="all", log_probs=True)
-    first = _stacked(traj)
-    latents = first.new_zeros((len(prompts), *first.shape[1:]))
-    log_probs = traj.log_probs.new_zeros((len(prompts), steps))
-    valid = torch.ones(len(prompts), steps, dtype=torch.bool)
-    latents[plain], log_probs[plain] = first, traj.log_probs
-    benign = [j for j, i in enumerate(plain) if not prompts[i].harmful]
     rows = [i for i, s in enumerate(starts) if s > 0]
-    if rows and not benign:
-        raise ErasekitError("this process sampled no benign image to start exploring from: use fewer processes "
-                            "than samples_per_prompt, or a lower harmful_share")
+    steps, guidance = settings(pipe, config.sample_steps, config.guidance)
+    runs = []  # (rows, trajectory, start step)
+    if plain:
+        runs.append((plain, trajectory(pipe, [prompts[i].text for i in plain], [seeds[i] for i in plain],
+                                       steps=steps, guidance=guidance, eta=config.eta, keep="all", log_probs=True), 0))
     if rows:
-        sources = torch.stack([first[benign[draws[i] % len(benign)], -1] for i in rows])
-        runs = explore(pipe, schedule(pipe, config), [prompts[i].text for i in rows], [seeds[i] for i in rows],
-                       [starts[i] for i in rows], sources, guidance, config.eta)
-        for part, run in runs:
-            _place(run, [rows[j] for j in part], starts[rows[part[0]]], latents, log_probs, valid)
+        images = source_latents(pipe, [prompts[i].neutral for i in rows], [sources[i] for i in rows], steps, guidance)
+        runs += [([rows[j] for j in part], run, starts[rows[part[0]]])
+                 for part, run in explore(pipe, schedule(pipe, config), [prompts[i].text for i in rows],
+                                          [seeds[i] for i in rows], [starts[i] for i in rows], images, guidance,
+                                          config.eta)]
+    final, logp = runs[0][1].final, runs[0][1].log_probs
+    latents = final.new_zeros((len(prompts), steps + 1, *final.shape[1:]))
+    log_probs = logp.new_zeros((len(prompts), steps))
+    valid = torch.ones(len(prompts), steps, dtype=torch.bool)
+    for part, run, step in runs:
+        _place(run, part, step, latents, log_probs, valid)
     return latents, log_probs, conditioning(pipe, [p.text for p in prompts], guidance=guidance), valid
 
 
