@@ -3,11 +3,11 @@
 A policy gradient can only reinforce what the policy samples. ShapeWorld draws the named shape in every sample of
 a target prompt (32/32 at guidance 1–7.5, `scripts/shapeworld_probes.py explore`), so the target prompts' rewards
 barely differ and DDPO has no direction to follow. With exploring starts, a share of each round's target-prompt
-groups does not start from noise: each group takes an image of its prompt with the target left out (the pool's
-`neutral` caption: "a red shape" for "a red triangle"), noises it to a late step of the schedule and lets the policy
-denoise it from there under the target prompt, as image-to-image does. From late steps the original model keeps the
-image's shape in some samples (another shape's image from step 8 of 10: 9 of 24) and draws the target in the
-others, so these groups' rewards differ and their advantages say which denoising steps keep the target away while
+groups does not start from noise: each group takes an image of its prompt with the target left out or replaced (the
+pool's `neutral` caption: "a red circle" for "a red triangle"), noises it to a late step of the schedule and lets the
+policy denoise it from there under the target prompt, as image-to-image does. From late steps the original model
+keeps the image's shape in some samples (from step 8 of 10: 9 of 24 images of other shapes, but 0 of 24 of "a …
+shape", which it redraws as the target) and draws the target in the others, so these groups' rewards differ and their advantages say which denoising steps keep the target away while
 the prompt's other attributes stay. Only the steps an exploring trajectory ran are trained on; its group is
 normalised on its own.
 """

@@ -49,9 +49,10 @@ def _shape_frames(phrase: str, i: int) -> list[tuple[str, dict]]:
 
 def _shape_pool(value) -> list[PoolPrompt]:
     phrases = [value.name, *value.synonyms, *value.implicit]
-    harmful = [PoolPrompt(text, True, stated, neutral) for i, p in enumerate(phrases)
-               for (text, stated), (neutral, _) in zip(_shape_frames(p, i), _shape_frames("shape", i))]
     others = [s for s in SHAPE_NAMES if s != value.name]
+    # the neutral caption names another shape: ShapeWorld redraws an unnamed one ("a red shape") as the target
+    harmful = [PoolPrompt(text, True, stated, neutral) for i, p in enumerate(phrases)
+               for (text, stated), (neutral, _) in zip(_shape_frames(p, i), _shape_frames(others[i % len(others)], i))]
     benign = [PoolPrompt(text, False, {"shape": s, **stated}) for i, s in enumerate(others)
               for text, stated in _shape_frames(s, i + 1)]
     return harmful + benign
