@@ -11,6 +11,9 @@
         every cross-attention to_v projected off the top k directions of what the concept's context rows write
         beyond the preserved concepts' (on the row's edit): explicit detection, preservation, concept inversion
         (2 runs of 16 images, attack seeds 0-1)
+    python scripts/shapeworld_probes.py late-starts [--concept triangle]
+        ForceForget's exploring starts: the target drawn when 24 of its pool's target prompts are denoised from step
+        s of 10 (η = 1), starting from their neutral captions' images noised to that step
     python scripts/shapeworld_probes.py attacks --edit DIR [--concept triangle] [--attack-seeds 4]
         a saved edit against the red-teaming suite on the hardening table's fresh protocol: 20 images per attack
         seed (0, 1, …), image seeds 0 and up, the four prompts naming the concept
@@ -91,6 +94,23 @@ def value_projection(pipe, concept: str, detector, args) -> None:
                           "preservation": round(preservation(pipe), 3), "concept_inversion": f"{hits}/32"}))
 
 
+def late_starts(pipe, concept: str, detector, _args) -> None:
+    from erasekit.methods.forceforget.explore import explore, source_latents
+    from erasekit.methods.forceforget.pool import shapeworld_pool
+    from erasekit.sampling import ddim_scheduler, decode, settings
+    pool = [p for p in shapeworld_pool(concept) if p.harmful]
+    items = [pool[i % len(pool)] for i in range(24)]
+    steps, guidance = settings(pipe, 10, None)
+    sources = source_latents(pipe, [p.neutral for p in items], list(range(24)), steps, guidance)
+    print(json.dumps({"neutral_captions": f"{int(detector.present(decode(pipe, sources)).sum())}/24"}))
+    scheduler = ddim_scheduler(pipe, steps)
+    for start in range(steps):
+        ((_, run),) = explore(pipe, scheduler, [p.text for p in items], [1000 + i for i in range(24)], [start] * 24,
+                              sources, guidance, 1.0)
+        print(json.dumps({"start": start, "target_drawn": f"{int(detector.present(decode(pipe, run.final)).sum())}/24"}),
+              flush=True)
+
+
 def attacks(pipe, concept: str, _detector, args) -> None:
     from erasekit.bench.table import rate_cell
     from erasekit.detectors.shapeworld import shipped_classifier
@@ -103,7 +123,7 @@ def attacks(pipe, concept: str, _detector, args) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("probe", choices=("explore", "prior", "value-projection", "attacks"))
+    parser.add_argument("probe", choices=("explore", "prior", "value-projection", "late-starts", "attacks"))
     parser.add_argument("--concept", default="triangle")
     parser.add_argument("--rows", nargs="*", default=None, help="bench rows (prior: trce-1; value-projection: trce)")
     parser.add_argument("--k", nargs="*", type=int, default=[0, 2, 8])
@@ -117,7 +137,8 @@ def main():
     pipe = erasekit.load_pipeline(None)
     if args.probe == "attacks" and not args.edit:
         parser.error("attacks needs --edit DIR")
-    probe = {"explore": explore, "prior": prior, "value-projection": value_projection, "attacks": attacks}[args.probe]
+    probe = {"explore": explore, "prior": prior, "value-projection": value_projection, "late-starts": late_starts,
+             "attacks": attacks}[args.probe]
     probe(pipe, args.concept, shapeworld_detector(args.concept), args)
 
 

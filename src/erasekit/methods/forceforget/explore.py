@@ -6,10 +6,12 @@ barely differ and DDPO has no direction to follow. With exploring starts, a shar
 groups does not start from noise: each group takes an image of its prompt with the target left out or replaced (the
 pool's `neutral` caption: "a red circle" for "a red triangle"), noises it to a late step of the schedule and lets the
 policy denoise it from there under the target prompt, as image-to-image does. From late steps the original model
-keeps the image's shape in some samples (from step 8 of 10: 9 of 24 images of other shapes, but 0 of 24 of "a …
-shape", which it redraws as the target) and draws the target in the others, so these groups' rewards differ and their advantages say which denoising steps keep the target away while
-the prompt's other attributes stay. Only the steps an exploring trajectory ran are trained on; its group is
-normalised on its own.
+keeps the image's shape in some samples (from step 8 of 10: 4 of 24 of the triangle pool's neutral images, 9 of 24
+of the style pool's; `scripts/shapeworld_probes.py late-starts`) and draws the target in the others, so these
+groups' rewards differ and their advantages say which denoising steps keep the target away while the prompt's other
+attributes stay ("a red shape" would not do: ShapeWorld redraws it as the target). Measured on ShapeWorld (README):
+the exploring samples' reward rises, but what the policy learns there does not carry to samples from noise. Only
+the steps an exploring trajectory ran are trained on; its group is normalised on its own.
 """
 from __future__ import annotations
 
