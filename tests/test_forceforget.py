@@ -376,3 +376,31 @@ def test_exploring_starts_begin_late_from_the_neutral_captions_images_and_train_
     assert grads[0] == 0 and grads[first] > 0
     edit = run(pipe, explore_share=0.5, explore_from=0.5, sample_steps=4, batch_size=8)
     assert all(h.get("reward_explore") is not None for h in edit.metadata["protocol"]["rewards"])
+
+
+def test_keep_early_holds_the_target_samples_from_noise_before_the_exploring_steps(tiny_dirs, monkeypatch):
+    import erasekit.methods.forceforget as ff
+    from erasekit.methods.forceforget.rollout import sample_round
+    from erasekit.training import StepContext
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    base = {**TINY, "reward": "auto", "sample_steps": 4, "batch_size": 8, "explore_share": 0.5, "explore_from": 0.5}
+    pool = ff.prompt_pool(erasekit.concepts.resolve(["cat"]), ff.ForceForgetConfig(**base))
+    r = sample_round(pipe, pool, FixedReward(), ff.ForceForgetConfig(**base), 0)
+    from_noise = [i for i in range(8) if r.prompts[i].harmful and not r.exploring[i]]
+    assert from_noise and any(r.exploring)
+    seen = []
+    real = ff.noise_prediction
+    monkeypatch.setattr(ff, "noise_prediction", lambda unet, x, t, cond: seen.append(cond.embeddings.shape[0]) or
+                        real(unet, x, t, cond))
+    counts = {}
+    for keep_early in (False, True):
+        config = ff.ForceForgetConfig(**base, lam_keep=1.0, keep_samples=8, keep_early=keep_early)
+        loss = ff.PolicyLoss(pipe, pool, FixedReward(), config, None, {})
+        for k in (0, 2):  # before the first exploring step (2 of 4), and at it
+            seen.clear()
+            with torch.no_grad():
+                loss.keep_loss(r, k, StepContext(step=0, micro=0, generator=torch.Generator(), seed=0))
+            counts[keep_early, k] = seen[0]
+    benign = sum(not p.harmful for p in r.prompts)
+    assert counts[False, 0] == counts[False, 2] == counts[True, 2] == 8 + benign  # the unconditional rows + benign
+    assert counts[True, 0] == 8 + benign + len(from_noise)

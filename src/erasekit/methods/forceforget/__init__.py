@@ -99,6 +99,9 @@ class ForceForgetConfig:
                                      # of the round's benign images (`explore.py`); 0: all from noise (DDPO's)
     explore_from: float = 0.7        # erasekit's: exploring starts fall on the stochastic steps from this share of
                                      # the schedule on (10 steps: 7 or 8)
+    keep_early: bool = False         # erasekit's: the keep term (lam_keep) also holds the target prompts' own
+                                     # predictions on their samples from noise at the steps before explore_from,
+                                     # which exploring starts never train
     reward: str = "auto"             # auto | shapeworld | detector-clip
     detector: object = "nudenet"     # detector-clip: "nudenet" or a callable images → probabilities
     clip_model: str = ""             # detector-clip: CLIP folder or hub id (required there)
@@ -198,13 +201,14 @@ class PolicyLoss:
 
     def keep_loss(self, r, k: int, ctx) -> torch.Tensor:
         """Mean squared difference between the adapted and the original UNet output at step k, on the unconditional
-        rows of `keep_samples` of the round's samples and on the conditional rows of the benign ones among them:
-        what the reward alone leaves free to drift (the empty prompt's tail positions carry the adapter too)."""
+        rows of `keep_samples` of the round's samples and on the conditional rows of the benign ones among them
+        (with `keep_early`, of the target ones from noise too, before explore_from): what the reward alone leaves
+        free to drift (the empty prompt's tail positions carry the adapter too)."""
         n, cond = r.latents.shape[0], r.cond
         g = torch.Generator().manual_seed(derived_seed(self.config.seed, "keep", ctx.step, ctx.micro))
         picked = torch.randperm(n, generator=g)[:self.config.keep_samples].tolist()
-        rows = picked + [n + i for i in picked if not r.prompts[i].harmful] if cond.guided else \
-            [i for i in picked if not r.prompts[i].harmful]
+        kept = [i for i in picked if not r.prompts[i].harmful or self.early(r, i, k)]
+        rows = picked + [n + i for i in kept] if cond.guided else kept
         if not rows:
             return r.latents.new_zeros(())
         samples = [row % n for row in rows]
@@ -216,6 +220,12 @@ class PolicyLoss:
         with torch.no_grad(), muted(self.adapters):
             original = noise_prediction(self.pipe.unet, x, t, chosen)
         return (adapted.float() - original.float()).pow(2).mean()
+
+    def early(self, r, i: int, k: int) -> bool:
+        """Whether sample i's prediction at step k is held too (`keep_early`): a sample from noise, before the
+        steps exploring starts train."""
+        first = round(self.config.explore_from * len(self.scheduler.timesteps))
+        return self.config.keep_early and k < first and not (r.exploring and r.exploring[i])
 
     def timesteps(self, step: int) -> list[int]:
         """The trajectory steps trained at optimiser step `step`: a permutation drawn from (seed, step), or the
