@@ -24,8 +24,10 @@ erasekit's own knobs (off by default): `reader_dims` makes the adapter and its L
 the directions where the target prompts' rows carry most energy against the benign, empty and caption rows
 (`reader.py`), so the policy cannot move anything else; `projections="v"` adapts the values only;
 `align_anchor` adds the spec's anchor to ShapeWorld's r_align (the paper's anchor-text term); `explore_share`
-starts a share of the target prompts' samples late, from the round's benign images (`explore.py`), so that a
-world that always draws the target still gives the policy samples without it to reinforce.
+starts a share of the target prompts' samples late, from images of their neutral captions (`explore.py`), so that a
+world that always draws the target still gives the policy samples without it to reinforce; `keep_early` holds the
+target prompts' samples from noise to the original before the exploring steps. Neither erases cleanly on ShapeWorld
+(README).
 
 Each optimiser step trains every sampled trajectory at `timestep_fraction` of its steps (a random share, DDPO's,
 or always the first or last ones: `timestep_choice`; the accumulated micro-batches of one step are its timesteps,
@@ -95,13 +97,13 @@ class ForceForgetConfig:
     lam_keep: float = 0.0            # reconstruction: weight of keeping the original's unconditional and benign
                                      # predictions at the sampled latents (DPOK's KL term); 0: reward alone (paper)
     keep_samples: int = 8            # samples of a micro-batch the keep term is measured on (its cost)
-    explore_share: float = 0.0       # erasekit's: share of a round's target-prompt groups that start late from one
-                                     # of the round's benign images (`explore.py`); 0: all from noise (DDPO's)
+    explore_share: float = 0.0       # erasekit's: share of a round's target-prompt groups that start late from an
+                                     # image of their neutral caption (`explore.py`); 0: all from noise (DDPO's)
     explore_from: float = 0.7        # erasekit's: exploring starts fall on the stochastic steps from this share of
                                      # the schedule on (10 steps: 7 or 8)
     keep_early: bool = False         # erasekit's: the keep term (lam_keep) also holds the target prompts' own
                                      # predictions on their samples from noise at the steps before explore_from,
-                                     # which exploring starts never train
+                                     # which exploring starts never train (needs lam_keep > 0)
     reward: str = "auto"             # auto | shapeworld | detector-clip
     detector: object = "nudenet"     # detector-clip: "nudenet" or a callable images → probabilities
     clip_model: str = ""             # detector-clip: CLIP folder or hub id (required there)

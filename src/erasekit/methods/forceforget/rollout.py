@@ -1,6 +1,8 @@
 """One round of ForceForget's policy sampling (DDPO): draw prompts from the pool, sample them with DDIM η = 1
 keeping every step's latents and log-probability, score the images, and normalise the rewards per prompt.
 
+With exploring starts (`explore.py`) a share of the target prompts' groups starts late instead.
+
 Under data-parallel training each process samples its share of the round's images (image i on process i mod N);
 the rewards are gathered so every process normalises with the same statistics."""
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Rollout:
     local_rewards: torch.Tensor      # (n,): this process's samples
     parts: dict                      # mean r_safe / r_align (this process's samples)
     valid: torch.Tensor | None = None  # (n, steps) bool: the steps each trajectory ran (exploring starts skip some)
-    exploring: list[bool] | None = None  # per sample: it started late from a benign image
+    exploring: list[bool] | None = None  # per sample: it started late (exploring starts, `explore.py`)
 
 
 def draw_prompts(pool: list[PoolPrompt], count: int, per_prompt: int, harmful_share: float, gen: torch.Generator
@@ -118,7 +120,7 @@ def _with_exploring(pipe, config, prompts, seeds, starts, sources):
 
 
 def _place(run, rows: list[int], step: int, latents, log_probs, valid) -> None:
-    """Put an exploring run (started at `step`) into the round's tensors at `rows`."""
+    """Put a run (started at `step`; 0: from noise) into the round's tensors at `rows`."""
     steps = log_probs.shape[1]
     latents[rows, step:] = torch.stack([run.latents[k] for k in range(step, steps + 1)], dim=1)
     latents[rows, :step] = run.latents[step].unsqueeze(1)
