@@ -267,6 +267,10 @@ def test_bad_input_is_refused_with_nothing_written(tiny_dirs, tmp_path, tiny_cli
     with pytest.raises(ErasekitError, match="align_form"):
         run(pipe, align_form="share", work_dir=str(tmp_path / "align"))
     assert not (tmp_path / "align").exists()
+    for bad in ({"explore_share": 2.0}, {"explore_share": 0.5, "explore_from": 1.0}):
+        with pytest.raises(ErasekitError, match="explore_share"):
+            run(pipe, work_dir=str(tmp_path / "explore"), **bad)
+    assert not (tmp_path / "explore").exists()
     with pytest.raises(ErasekitError, match="CLIP model"):
         erasekit.erase(pipe, "forceforget", ["cat"], **{**TINY, "reward": "detector-clip"})
     with pytest.raises(ErasekitError, match="cannot load CLIP"):
