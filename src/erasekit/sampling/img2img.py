@@ -5,10 +5,8 @@ SD pipeline the images are that pipeline's (tested)."""
 from __future__ import annotations
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
-
 from .sampler import prompt_per_seed, seed_generators, settings
-from .trajectory import conditioning, ddim_scheduler, decode, denoise
+from .trajectory import conditioning, ddim_scheduler, decode, denoise, noised_to
 
 
 @torch.no_grad()
@@ -39,8 +37,7 @@ def _batch(pipe, images, prompts, seeds, strength, steps, guidance, negative_pro
     pixels = pipe.image_processor.preprocess(images).to(device, pipe.vae.dtype)
     latents = torch.cat([pipe.vae.encode(pixels[i:i + 1]).latent_dist.sample(generators[i])
                          for i in range(len(seeds))]) * pipe.vae.config.scaling_factor
-    noise = randn_tensor(latents.shape, generator=generators, device=device, dtype=latents.dtype)
-    x = scheduler.add_noise(latents, noise, scheduler.timesteps[start:start + 1].repeat(len(seeds)))
+    x = noised_to(scheduler, latents, generators, start)
     height, width = pixels.shape[-2:]
     cond = conditioning(pipe, prompts, guidance=guidance, negative_prompt=negative_prompt, height=height,
                         width=width)

@@ -109,6 +109,13 @@ def initial_latents(pipe, seeds: list[int], height: int | None = None, width: in
     return randn_tensor(shape, generator=generators, device=device, dtype=pipe.unet.dtype), generators
 
 
+def noised_to(scheduler: DDIMScheduler, latents: torch.Tensor, generators, step: int) -> torch.Tensor:
+    """Clean latents noised to the scheduler's step `step`, each image's noise drawn by its generator (where
+    image-to-image starts)."""
+    noise = randn_tensor(latents.shape, generator=generators, device=latents.device, dtype=latents.dtype)
+    return scheduler.add_noise(latents, noise, scheduler.timesteps[step:step + 1].repeat(len(latents)))
+
+
 def noise_prediction(unet, x: torch.Tensor, t, cond: Conditioning) -> torch.Tensor:
     """The guided prediction ε_u + g (ε_c − ε_u), batched as diffusers' pipelines batch it."""
     inputs = torch.cat([x, x]) if cond.guided else x

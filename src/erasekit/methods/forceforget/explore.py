@@ -18,10 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from ...sampling import seed_generators, trajectory
-from ...sampling.trajectory import conditioning, denoise
+from ...sampling.trajectory import conditioning, denoise, noised_to
 
 
 @dataclass
@@ -64,8 +63,7 @@ def explore(pipe, scheduler, texts: list[str], seeds: list[int], starts: list[in
     for step in sorted(set(starts)):
         rows = [i for i, s in enumerate(starts) if s == step]
         generators = seed_generators([seeds[i] for i in rows], sources.device)
-        noise = randn_tensor(sources[rows].shape, generator=generators, device=sources.device, dtype=sources.dtype)
-        x = scheduler.add_noise(sources[rows], noise, scheduler.timesteps[step:step + 1].repeat(len(rows)))
+        x = noised_to(scheduler, sources[rows], generators, step)
         cond = conditioning(pipe, [texts[i] for i in rows], guidance=guidance)
         out.append((rows, denoise(pipe, cond, x, scheduler, generators, start=step, eta=eta, keep="all",
                                   log_probs=True)))
