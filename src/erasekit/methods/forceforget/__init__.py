@@ -227,7 +227,7 @@ class PolicyLoss:
         """Whether sample i's prediction at step k is held too (`keep_early`): a sample from noise, before the
         steps exploring starts train."""
         first = round(self.config.explore_from * len(self.scheduler.timesteps))
-        return self.config.keep_early and k < first and not (r.exploring and r.exploring[i])
+        return self.config.keep_early and k < first and not (r.starts and r.starts[i])
 
     def timesteps(self, step: int) -> list[int]:
         """The trajectory steps trained at optimiser step `step`: a permutation drawn from (seed, step), or the

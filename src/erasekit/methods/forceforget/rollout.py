@@ -29,8 +29,19 @@ class Rollout:
     rewards: torch.Tensor            # (all samples of the round,), for the log
     local_rewards: torch.Tensor      # (n,): this process's samples
     parts: dict                      # mean r_safe / r_align (this process's samples)
-    valid: torch.Tensor | None = None  # (n, steps) bool: the steps each trajectory ran (exploring starts skip some)
-    exploring: list[bool] | None = None  # per sample: it started late (exploring starts, `explore.py`)
+    starts: list[int] | None = None  # per sample: the step its trajectory started at (exploring starts, `explore.py`)
+
+    @property
+    def exploring(self) -> list[bool] | None:
+        """Per sample: it started late."""
+        return None if self.starts is None else [s > 0 for s in self.starts]
+
+    @property
+    def valid(self) -> torch.Tensor | None:
+        """(n, steps) bool: the steps each trajectory ran."""
+        if self.starts is None:
+            return None
+        return torch.arange(self.log_probs.shape[1]).unsqueeze(0) >= torch.tensor(self.starts).unsqueeze(1)
 
 
 def draw_prompts(pool: list[PoolPrompt], count: int, per_prompt: int, harmful_share: float, gen: torch.Generator
@@ -63,18 +74,17 @@ def sample_round(pipe, pool, reward, config, round_index: int) -> Rollout:
         if plan is None:
             traj = trajectory(pipe, [p.text for p in prompts], [seeds[i] for i in mine], steps=config.sample_steps,
                               guidance=config.guidance, eta=config.eta, keep="all", log_probs=True)
-            latents, log_probs, cond, valid = _stacked(traj), traj.log_probs, traj.cond, None
+            latents, log_probs, cond = _stacked(traj), traj.log_probs, traj.cond
         else:
-            latents, log_probs, cond, valid = _with_exploring(pipe, config, prompts, [seeds[i] for i in mine],
-                                                              [plan.starts[i] for i in mine],
-                                                              [plan.sources[i] for i in mine])
+            latents, log_probs, cond = _with_exploring(pipe, config, prompts, [seeds[i] for i in mine],
+                                                       [plan.starts[i] for i in mine], [plan.sources[i] for i in mine])
         rewards, parts = reward(decode(pipe, latents[:, -1]), prompts)
     local = check_rewards(rewards.double().cpu())
     rewards = _gathered(local, len(ids), processes, rank)
     groups = ids if plan is None else plan.group_ids(ids, len(pool))
     advantages = prompt_advantages(rewards, groups, config.advantage_scale)[mine]
-    exploring = None if plan is None else [plan.starts[i] > 0 for i in mine]
-    return Rollout(prompts, latents, log_probs, advantages, cond, rewards, local, parts, valid, exploring)
+    starts = None if plan is None else [plan.starts[i] for i in mine]
+    return Rollout(prompts, latents, log_probs, advantages, cond, rewards, local, parts, starts)
 
 
 def _stacked(traj) -> torch.Tensor:
@@ -95,8 +105,8 @@ def explore_steps(pipe, config) -> list[int]:
 
 def _with_exploring(pipe, config, prompts, seeds, starts, sources):
     """Sample the images that start from noise, then the exploring ones from their neutral captions' images;
-    assemble latents, log-probabilities and the validity mask in image order (steps an exploring trajectory did
-    not run hold its first latents and log-probability 0, and are masked out)."""
+    assemble latents and log-probabilities in image order (steps an exploring trajectory did not run hold its
+    first latents and log-probability 0; `Rollout.valid` masks them out)."""
     plain = [i for i, s in enumerate(starts) if s == 0]
     rows = [i for i, s in enumerate(starts) if s > 0]
     steps, guidance = settings(pipe, config.sample_steps, config.guidance)
@@ -113,19 +123,17 @@ def _with_exploring(pipe, config, prompts, seeds, starts, sources):
     final, logp = runs[0][1].final, runs[0][1].log_probs
     latents = final.new_zeros((len(prompts), steps + 1, *final.shape[1:]))
     log_probs = logp.new_zeros((len(prompts), steps))
-    valid = torch.ones(len(prompts), steps, dtype=torch.bool)
     for part, run, step in runs:
-        _place(run, part, step, latents, log_probs, valid)
-    return latents, log_probs, conditioning(pipe, [p.text for p in prompts], guidance=guidance), valid
+        _place(run, part, step, latents, log_probs)
+    return latents, log_probs, conditioning(pipe, [p.text for p in prompts], guidance=guidance)
 
 
-def _place(run, rows: list[int], step: int, latents, log_probs, valid) -> None:
+def _place(run, rows: list[int], step: int, latents, log_probs) -> None:
     """Put a run (started at `step`; 0: from noise) into the round's tensors at `rows`."""
     steps = log_probs.shape[1]
     latents[rows, step:] = torch.stack([run.latents[k] for k in range(step, steps + 1)], dim=1)
     latents[rows, :step] = run.latents[step].unsqueeze(1)
     log_probs[rows, step:] = run.log_probs
-    valid[rows, :step] = False
 
 
 def _gathered(mine: torch.Tensor, total: int, processes: int, rank: int) -> torch.Tensor:
