@@ -188,6 +188,20 @@ def test_guidance_weighting_makes_the_first_esd_loss_the_square_of_one_plus_eta(
         assert edit.metadata["protocol"]["first_loss"] == pytest.approx((1 + eta) ** 2, rel=1e-4)
 
 
+def test_esd_holds_the_unconditional_prediction_when_asked(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])  # ESD's loss alone lets the empty prompt's prediction drift
+    before = prediction(pipe, "")
+    moved = {}
+    for lam in (0.0, 10.0):
+        edit = erasekit.erase(pipe, "esd-x", ["cat"], **{**TINY, "steps": 6}, lam_uncond=lam)
+        edit.apply(pipe)
+        moved[lam] = float((prediction(pipe, "") - before).norm())
+        edit.remove(pipe)
+    assert 0 < moved[10.0] < 0.5 * moved[0.0]  # measured: 0.42 against 1.52
+    with pytest.raises(ErasekitError, match="lam_uncond must be"):
+        erasekit.erase(pipe, "esd-u", ["cat"], **TINY, lam_uncond=float("nan"))
+
+
 def test_plain_all_but_one_pushes_the_target_guidance_past_zero(tiny_dirs):
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])  # before any update: guidance − wanted = (1 + η) g, ε_∅ kept
     for eta in (1.0, 0.0):  # 0: the authors' plain erasure (the guidance made to vanish)

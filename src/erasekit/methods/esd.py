@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ErasekitError
 from ..sampling import predict
 from .finetune import (FineTuneConfig, FineTuning, Prompts, finetuned_edit, latent_sampler, run_training,
                        sample_weights, training_prompts, weighted_mse)
@@ -35,6 +36,13 @@ class ESDConfig(FineTuneConfig):
     steps: int = 200
     lr: float = 5e-5
     eta: float = 1.0         # strength of the negative guidance the model learns
+    lam_uncond: float = 0.0  # erasekit's option (0: the authors' loss): weight of holding the trained model's
+                             # unconditional prediction to the frozen one's at the same x_t
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.lam_uncond >= 0:
+            raise ErasekitError(f"lam_uncond must be a number ≥ 0, not {self.lam_uncond}")
 
 
 @dataclass
@@ -59,7 +67,12 @@ def esd(pipe, spec, config: ESDConfig, method: str):
                 empty = predict(pipe, x, t, prompts.empty, prompts.empty_pooled)
                 concept = predict(pipe, x, t, embeddings, pooled)
             target = empty - config.eta * (concept - empty)
-            return weighted_mse(predict(pipe, x, t, embeddings, pooled), target, sample_weights(concept, empty, config))
+            weights = sample_weights(concept, empty, config)
+            loss = weighted_mse(predict(pipe, x, t, embeddings, pooled), target, weights)
+            if config.lam_uncond:
+                own_empty = predict(pipe, x, t, prompts.empty, prompts.empty_pooled)
+                loss = loss + config.lam_uncond * weighted_mse(own_empty, empty, weights)
+            return loss
         result = run_training(tuning, loss_fn, method, config, {"prompts": prompts.texts})
         deltas = tuning.deltas()
     return finetuned_edit(pipe, deltas, method, spec, config, result, prompts=len(prompts.texts))
