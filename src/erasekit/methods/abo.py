@@ -27,15 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from ..closed_form.prior import caption_list
 from ..concepts import ConceptError
-from ..errors import ErasekitError
 from ..sampling import decode, invert, predict, settings, trajectory
 from ..utils.images import to_uint8
-from .finetune import (FineTuneConfig, FineTuning, Prompts, finetuned_edit, latent_sampler, run_training,
-                       sample_weights, training_prompts, weighted_mse)
+from .finetune import (FineTuneConfig, FineTuning, Prompts, check_weights, finetuned_edit, latent_sampler,
+                       preserve_loss, preserve_prompts, run_training, sample_weights, training_prompts, weighted_mse)
 from .registry import register_method
 
 
@@ -53,8 +49,7 @@ class ABOConfig(FineTuneConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.lam_preserve >= 0:
-            raise ErasekitError(f"lam_preserve must be a number ≥ 0, not {self.lam_preserve}")
+        check_weights(self, "lam_preserve")
 
 
 def check_alternatives(spec) -> None:
@@ -84,21 +79,6 @@ def abo_loss(pipe, tuning, prompts: Prompts, alternatives: Prompts | None, confi
             loss = loss + config.lam_preserve * preserve_loss(pipe, tuning, preserved, x, t, weights, ctx.generator)
         return loss
     return loss_fn
-
-
-def preserve_loss(pipe, tuning, preserved: Prompts, x, t, weights, generator):
-    """The trained model's prediction for preserved-concept prompts (one drawn per sample) held to the frozen
-    model's at the same x_t."""
-    index = torch.randint(len(preserved.texts), (x.shape[0],), generator=generator)
-    with tuning.frozen():
-        kept = predict(pipe, x, t, *preserved.rows(index))
-    return weighted_mse(predict(pipe, x, t, *preserved.rows(index)), kept, weights)
-
-
-def preserve_prompts(pipe, spec) -> list[str]:
-    """What the preservation term holds: the preserved concepts in the training templates, and captions without
-    the target (UCE's caption prior: ShapeWorld's scenes, or the built-in neutral list)."""
-    return (training_prompts(spec, spec.preserve) if spec.preserve else []) + caption_list(pipe, spec.targets)
 
 
 def prepare(pipe, spec, config: ABOConfig) -> ABOConfig:

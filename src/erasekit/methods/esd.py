@@ -24,10 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ErasekitError
 from ..sampling import predict
-from .finetune import (FineTuneConfig, FineTuning, Prompts, finetuned_edit, latent_sampler, run_training,
-                       sample_weights, training_prompts, weighted_mse)
+from .finetune import (FineTuneConfig, FineTuning, Prompts, check_weights, finetuned_edit, latent_sampler,
+                       preserve_loss, preserve_prompts, run_training, sample_weights, training_prompts, weighted_mse)
 from .registry import register_method
 
 
@@ -36,13 +35,13 @@ class ESDConfig(FineTuneConfig):
     steps: int = 200
     lr: float = 5e-5
     eta: float = 1.0         # strength of the negative guidance the model learns
-    lam_uncond: float = 0.0  # erasekit's option (0: the authors' loss): weight of holding the trained model's
-                             # unconditional prediction to the frozen one's at the same x_t
+    lam_uncond: float = 0.0  # erasekit's options (0: the authors' loss): weight of holding the trained model's
+                             # unconditional prediction to the frozen one's at the same x_t …
+    lam_preserve: float = 0.0  # … and its predictions for the preserved concepts and neutral captions (as ABO's)
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.lam_uncond >= 0:
-            raise ErasekitError(f"lam_uncond must be a number ≥ 0, not {self.lam_uncond}")
+        check_weights(self, "lam_uncond", "lam_preserve")
 
 
 @dataclass
@@ -57,6 +56,7 @@ class ESDUConfig(ESDConfig):
 
 def esd(pipe, spec, config: ESDConfig, method: str):
     prompts = Prompts.encode(pipe, training_prompts(spec))
+    preserved = Prompts.encode(pipe, preserve_prompts(pipe, spec)) if config.lam_preserve > 0 else None
     with FineTuning.of(pipe, config) as tuning:
         draw = latent_sampler(pipe, tuning, prompts, config)
 
@@ -72,6 +72,9 @@ def esd(pipe, spec, config: ESDConfig, method: str):
             if config.lam_uncond:
                 own_empty = predict(pipe, x, t, prompts.empty, prompts.empty_pooled)
                 loss = loss + config.lam_uncond * weighted_mse(own_empty, empty, weights)
+            if preserved is not None:
+                loss = loss + config.lam_preserve * preserve_loss(pipe, tuning, preserved, x, t, weights,
+                                                                  ctx.generator)
             return loss
         result = run_training(tuning, loss_fn, method, config, {"prompts": prompts.texts})
         deltas = tuning.deltas()

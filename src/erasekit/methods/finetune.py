@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..closed_form.prior import caption_list
 from ..edits import WeightDelta
 from ..errors import ErasekitError
 from ..models import encode
-from ..sampling import ddim_scheduler, sampler_defaults, trajectory, unconditional
+from ..sampling import ddim_scheduler, predict, sampler_defaults, trajectory, unconditional
 from ..training import TrainingConfig, train
 
 # Named selections of UNet parameters (diffusers names). ESD's: "xattn" (cross-attention) and "noxattn"
@@ -326,3 +327,26 @@ def finetuned_edit(pipe, deltas: dict, method: str, spec, config, result, **prot
                "train_seconds": round(result.seconds, 2), "resumed_from_step": result.first_step}
     return WeightDelta.create(pipe, deltas, method=method, concepts=spec.targets,
                               config={**asdict(config), "spec": spec.to_dict()}, protocol={**summary, **protocol})
+
+
+def preserve_loss(pipe, tuning, preserved: Prompts, x, t, weights, generator):
+    """The trained model's prediction for preserved-concept prompts (one drawn per sample) held to the frozen
+    model's at the same x_t."""
+    index = torch.randint(len(preserved.texts), (x.shape[0],), generator=generator)
+    with tuning.frozen():
+        kept = predict(pipe, x, t, *preserved.rows(index))
+    return weighted_mse(predict(pipe, x, t, *preserved.rows(index)), kept, weights)
+
+
+def preserve_prompts(pipe, spec) -> list[str]:
+    """What the preservation term holds: the preserved concepts in the training templates, and captions without
+    the target (UCE's caption prior: ShapeWorld's scenes, or the built-in neutral list)."""
+    return (training_prompts(spec, spec.preserve) if spec.preserve else []) + caption_list(pipe, spec.targets)
+
+
+def check_weights(config, *names: str) -> None:
+    """Refuse a loss term's weight that is negative or not a number (one line, before anything trains)."""
+    for name in names:
+        value = getattr(config, name)
+        if not value >= 0:
+            raise ErasekitError(f"{name} must be a number ≥ 0, not {value}")
