@@ -169,13 +169,41 @@ def test_harden_refuses_bad_input(sd1, base, attacks, rounds, message):
         erasekit.harden(sd1, base, attacks, rounds)
 
 
-def test_harden_refuses_edits_that_are_not_closed_form_weight_deltas(sd1, base):
+def test_harden_refuses_edits_that_are_not_weight_deltas_and_closed_form_steps_on_fine_tuned_ones(sd1, base):
     sld = erasekit.erase(sd1, "sld", ["cat"])
     with pytest.raises(NotSupportedError, match="sampling_time edit.*not supported yet"):
         erasekit.harden(sd1, sld, ["unlearndiffatk"], 1)
     tuned = WeightDelta(base.tensors, method="esd-x", concepts=["cat"], config=base.metadata["config"])
-    with pytest.raises(NotSupportedError, match="fine-tuning.*not supported yet"):
-        erasekit.harden(sd1, tuned, ["unlearndiffatk"], 1)
+    with pytest.raises(ErasekitError, match="fine-tuning.*step='tune'"):
+        erasekit.harden(sd1, tuned, ["unlearndiffatk"], 1, step="closed-form")
+    with pytest.raises(ErasekitError, match="step must be"):
+        erasekit.harden(sd1, tuned, ["unlearndiffatk"], 1, step="sideways")
+    with pytest.raises(ErasekitError, match="tuning options"):
+        erasekit.harden(sd1, tuned, ["unlearndiffatk"], 1, tuning={"stpes": 3})
+
+
+def test_a_fine_tuned_edit_is_hardened_by_fine_tuning_beyond_the_k_v(sd1, tmp_path):
+    """An ESD-x edit is trained further on what the attacks found (all of cross-attention, its queries and output
+    included), by the current model; one WeightDelta that applies and removes exactly and reproduces from its
+    seeds. The same step hardens a closed-form edit when asked."""
+    esd = erasekit.erase(sd1, "esd-x", ["cat"], steps=2, sample_steps=2, lr=1e-3)
+    before = {n: w.detach().clone() for n, w in sd1.unet.named_parameters()}
+    tuning = {"steps": 2, "sample_steps": 2, "pool_seeds": 1}
+    hardened = tiny_harden(sd1, esd, rounds=1, tuning=tuning)
+    assert hardened.method == "esd-x" and set(hardened.param_names) == set(esd.param_names)
+    record = hardened.metadata["protocol"]["hardening"]
+    assert record["config"]["step"] == "tune" and record["kept_round"] == 1 and record["rows_erased"] > 0
+    moved = [n for n in esd.param_names if not torch.allclose(hardened.delta(n), esd.delta(n))]
+    assert any(".to_q." in n for n in moved) and any(".to_out." in n for n in moved)
+    hardened.apply(sd1)
+    hardened.remove(sd1)
+    assert all(torch.equal(w, before[n]) for n, w in sd1.unet.named_parameters())
+    again = tiny_harden(sd1, esd, rounds=1, tuning=tuning)
+    assert all(torch.equal(again.delta(n), hardened.delta(n)) for n in hardened.param_names)
+    uce = erasekit.erase(sd1, "uce", ["cat"], anchor="dog")
+    tuned = tiny_harden(sd1, uce, rounds=1, step="tune", tuning=tuning)
+    assert tuned.metadata["protocol"]["hardening"]["kept_round"] == 1
+    assert any(".to_q." in n for n in tuned.param_names) and not any(".to_q." in n for n in uce.param_names)
 
 
 def test_a_two_stage_trce_edit_is_hardened_with_its_second_stage_kept(sd1, tmp_path):

@@ -1,4 +1,4 @@
-"""`erasekit harden`: red-team in the loop on a closed-form edit, until the attacks fail."""
+"""`erasekit harden`: red-team in the loop on a weight-delta edit, until the attacks fail."""
 from __future__ import annotations
 
 from .options import COUNT, PROBABILITY, add_model
@@ -7,10 +7,12 @@ ATTACKS = ("concept-inversion", "unlearndiffatk", "p4d", "ring-a-bell-ga")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("harden", help="harden a closed-form edit (uce, rece, trce): attack, erase what "
+    p = sub.add_parser("harden", help="harden an edit (uce, rece, trce, esd-x, esd-u, abo): attack, erase what "
                        "the attacks find, repeat", description="Each round attacks the model with the edit (and "
-                       "the hardening so far) on seeds of its own, erases in closed form the adversarial tokens that "
-                       "still bring the concept back (with the preserved concepts and a caption prior held), and "
+                       "the hardening so far) on seeds of its own, erases the adversarial tokens that still bring "
+                       "the concept back — in closed form on the K/V of a closed-form edit (uce, rece, trce), by a "
+                       "few steps of fine-tuning on a fine-tuned one (esd-x, esd-u, abo) — with the preserved "
+                       "concepts held, and "
                        "checks preservation; it stops when every attack's success is under --target by its 95 % "
                        "interval, when no attack finds the concept, after "
                        "--rounds, or when preservation would drop more than --max-drop (keeping the round before). "
@@ -18,7 +20,8 @@ def add_parser(sub) -> None:
                        "protocol, and DIR/history.png. ShapeWorld concepts (success and preservation are judged by "
                        "its classifier).")
     add_model(p)
-    p.add_argument("--edit", required=True, metavar="DIR", help="the edit to harden (uce, rece, trce --stages 1)")
+    p.add_argument("--edit", required=True, metavar="DIR", help="the edit to harden (uce, rece, trce, esd-x, esd-u, "
+                   "abo)")
     p.add_argument("--attack", action="append", metavar="NAME", help=f"an attack to harden against (repeat; "
                    f"{', '.join(ATTACKS)}); default: concept-inversion and unlearndiffatk")
     p.add_argument("--rounds", type=int, default=3, help="at most this many hardening rounds (default 3)")
@@ -31,6 +34,11 @@ def add_parser(sub) -> None:
                    "of its own; every run's finds are erased (default: HardenConfig's)")
     p.add_argument("--anchor-alone", action="store_true", help="map adversarial tokens that are the whole prompt "
                    "(P4D-N's) to the concept's anchor, not to the empty prompt (the model's prior)")
+    p.add_argument("--step", choices=("auto", "closed-form", "tune"), default="auto", help="how a round erases: "
+                   "closed-form (closed-form edits only), tune (fine-tuning, any of them); auto (default): by the "
+                   "edit's method")
+    p.add_argument("--tune-steps", type=COUNT, default=None, help="optimiser steps of a fine-tuning round "
+                   "(default: TuningStep's, 50)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(run=run)
@@ -40,7 +48,8 @@ def run(args) -> int:
     from ..harden import harden_folder
     edit = harden_folder(args.edit, args.out, args.model, args.overwrite, log=print,
                          attacks=tuple(args.attack or ATTACKS[:2]), rounds=args.rounds, target=args.target,
-                         max_drop=args.max_drop, images=args.images, anchor_alone=args.anchor_alone,
+                         max_drop=args.max_drop, images=args.images, anchor_alone=args.anchor_alone, step=args.step,
+                         tuning={} if args.tune_steps is None else {"steps": args.tune_steps},
                          **({} if args.restarts is None else {"restarts": args.restarts}))
     record = edit.metadata["protocol"]["hardening"]
     for h in record["rounds"]:

@@ -20,11 +20,14 @@ round that stopped it).
     hardened = erasekit.harden(pipe, edit, attacks=["concept-inversion", "unlearndiffatk"], rounds=3)
     hardened.metadata["protocol"]["hardening"]["rounds"]  # success per attack and preservation per round
 
-The result is one WeightDelta (base delta + hardening deltas). Closed-form edits only (uce, rece, trce; a two-stage
-TRCE edit keeps its second stage, which trains the queries and self-attention, as it is).
+The result is one WeightDelta (base delta + hardening deltas). Closed-form edits (uce, rece, trce; a two-stage
+TRCE edit keeps its second stage, which trains the queries and self-attention, as it is) are hardened in closed
+form; fine-tuned ones (esd-x, esd-u, abo) by a few steps of fine-tuning a round (`tune`: the current model learns
+to predict on each adversarial input what it predicts without the adversarial tokens, pushed past it, with its
+unconditional and preserved predictions held); `step="tune"` fine-tunes any of them.
 """
-from .config import CLOSED_FORM, HARDENABLE, HardenConfig
+from .config import CLOSED_FORM, HARDENABLE, TUNED, HardenConfig
 from .loop import harden
 from .output import harden_folder, history_plot
 
-__all__ = ["CLOSED_FORM", "HARDENABLE", "HardenConfig", "harden", "harden_folder", "history_plot"]
+__all__ = ["CLOSED_FORM", "HARDENABLE", "TUNED", "HardenConfig", "harden", "harden_folder", "history_plot"]

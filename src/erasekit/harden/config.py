@@ -12,6 +12,9 @@ HARDENABLE = ("concept-inversion", "unlearndiffatk", "p4d", "ring-a-bell-ga")
 # The methods whose cross-attention K/V delta is closed-form, which hardening extends (TRCE's second stage trains
 # only the queries and self-attention: a two-stage edit keeps them as they are).
 CLOSED_FORM = ("uce", "rece", "trce")
+# The fine-tuned methods, whose edits a round trains further (`tune.tuned_round`).
+TUNED = ("esd-x", "esd-u", "abo")
+STEPS = ("auto", "closed-form", "tune")
 
 
 @dataclass
@@ -43,6 +46,9 @@ class HardenConfig:
     validation_seeds: int = 8      # preservation: seeds per other value of the attribute
     validation_seed: int = 50_000  # their first seed
     attack_options: dict = field(default_factory=dict)  # attack name → options for `build_attack`
+    step: str = "auto"             # how a round erases: "closed-form" (the K/V rows solved; closed-form edits),
+                                   # "tune" (a few steps of fine-tuning; any weight delta); "auto": by the method
+    tuning: dict = field(default_factory=dict)  # options for the fine-tuning step (`tune.TuningStep`)
 
     def __post_init__(self):
         self.attacks, self.backoff = tuple(self.attacks), tuple(self.backoff)
@@ -74,20 +80,30 @@ def check_request(edit, config: HardenConfig) -> None:
     if gentler != sorted(gentler, reverse=True) or any(not 0 <= eta < config.eta for eta in gentler):
         raise ErasekitError(f"backoff: gentler η values than eta ({config.eta}), descending, ≥ 0 "
                             f"(got {list(config.backoff)})")
-    check_edit(edit)
+    if config.step not in STEPS:
+        raise ErasekitError(f"step must be one of {', '.join(STEPS)}, not {config.step!r}")
+    check_edit(edit, config.step)
+    if config.step == "auto":
+        config.step = "closed-form" if edit.method in CLOSED_FORM else "tune"
+    if config.step == "tune":
+        from .tune import TuningStep
+        try:
+            TuningStep(**config.tuning)
+        except TypeError as e:
+            raise ErasekitError(f"tuning options: {e}") from None
 
 
-def check_edit(edit) -> None:
+def check_edit(edit, step: str = "auto") -> None:
     if not isinstance(edit, Edit):
         raise ErasekitError(f"harden takes an Edit (erasekit.erase or erasekit.load_edit), not {type(edit).__name__}")
     if not isinstance(edit, WeightDelta):
-        raise NotSupportedError(f"{edit} is a {edit.kind} edit: harden supports the closed-form weight-delta "
-                                "methods (uce, rece, trce); fine-tuned, adapter and sampling-time edits "
-                                "are not supported yet")
-    if edit.method not in CLOSED_FORM:
-        raise NotSupportedError(f"{edit} was made by fine-tuning ({edit.method}): harden supports the closed-form "
-                                "methods (uce, rece, trce — its second stage trains the queries and self-attention "
-                                "and keeps the first stage's K/V, which hardening extends); fine-tuned, adapter and "
-                                "sampling-time edits are not supported yet")
+        raise NotSupportedError(f"{edit} is a {edit.kind} edit: harden supports weight deltas (uce, rece, trce, "
+                                "esd-x, esd-u, abo); adapter and sampling-time edits are not supported yet")
+    if edit.method not in CLOSED_FORM + TUNED:
+        raise NotSupportedError(f"{edit} ({edit.method}) cannot be hardened: harden supports the closed-form methods "
+                                f"({', '.join(CLOSED_FORM)}) and the fine-tuned ones ({', '.join(TUNED)})")
+    if step == "closed-form" and edit.method not in CLOSED_FORM:
+        raise ErasekitError(f"{edit} was made by fine-tuning ({edit.method}): its K/V rows have no closed form to "
+                            "extend; harden it with step='tune'")
     if "spec" not in edit.metadata["config"]:
         raise ErasekitError(f"{edit} records no concept spec: it cannot be hardened")

@@ -21,6 +21,7 @@ from ..shapeworld.domain import find_concept
 from .config import HardenConfig, check_request
 from .probe import run_attack, run_indices, run_seeds, shapeworld_preservation
 from .rows import erase_rows, preserve_cov
+from .tune import tuned_round
 
 
 def harden(pipe, edit: WeightDelta, attacks=("concept-inversion", "unlearndiffatk"), rounds: int = 3, *,
@@ -72,13 +73,11 @@ class Loop:
         for r in range(1, self.config.rounds + 1):
             if self.done(runs):
                 break
-            erase, reference = erase_rows(self.pipe, [f for run in runs for f in run.found], self.spec,
-                                         self.config.anchor_alone)
-            solve_round = self.solver(current, erase)  # the weights and held rows: one per round, whatever η
+            step, count, erase = self.step(current, [f for run in runs for f in run.found])
             for eta in (self.config.eta, *self.config.backoff):  # gentler pushes before giving up
-                hardening = solve_round(pushed(reference, erase, eta))
+                hardening = step(eta)
                 candidate = combined(self.pipe, self.base, hardening)
-                next_runs = self.look(candidate, r, rows=len(erase), eta=eta)
+                next_runs = self.look(candidate, r, rows=count, eta=eta)
                 if self.history[-1]["preservation"] >= floor:
                     break
                 self.history[-1]["accepted"] = False  # refused: the rounds before stay
@@ -86,7 +85,8 @@ class Loop:
                 stopped = f"preservation under its floor ({floor:.3f}) in round {r}"
                 break
             self.hardening, current, runs = hardening, candidate, next_runs
-            self.erased = erase if self.erased is None else torch.cat([self.erased, erase])
+            if erase is not None:
+                self.erased = erase if self.erased is None else torch.cat([self.erased, erase])
             accepted.append((worst(runs), r, hardening))
         stopped = stopped or self.done(runs) or "rounds done"
         # an attack can find its way back after a round that stopped it: keep the accepted round whose strongest
@@ -128,6 +128,18 @@ class Loop:
             return self.config.floor
         return self.history[0]["preservation"] - self.config.max_drop
 
+    def step(self, current: WeightDelta, found: list):
+        """(η → the hardening with this round's step, how many rows (closed form) or inputs (fine-tuning) it
+        erases, the rows erased or None)."""
+        if self.config.step == "tune":
+            def tuned(eta: float) -> dict:
+                update = tuned_round(self.pipe, current, found, self.spec, eta, self.config.tuning)
+                return update if self.hardening is None else summed(self.hardening, update)
+            return tuned, len(found), None
+        erase, reference = erase_rows(self.pipe, found, self.spec, self.config.anchor_alone)
+        solve_round = self.solver(current, erase)  # the weights and held rows: one per round, whatever η
+        return (lambda eta: solve_round(pushed(reference, erase, eta))), len(erase), erase
+
     def solver(self, current: WeightDelta, erase: torch.Tensor):
         """values → the hardening with this round's closed-form update on top of the current weights (base edit +
         hardening so far): `erase` rows mapped to the values, the held rows and the caption prior kept."""
@@ -159,14 +171,26 @@ def worst(runs) -> float:
     return max(run.rate for run in runs)
 
 
-def combined(pipe, base: WeightDelta, hardening: dict[str, LowRankUpdate] | None,
-             protocol: dict | None = None) -> WeightDelta:
-    """One WeightDelta: the base edit's deltas plus the hardening's (factors concatenated where both are low
-    rank, else summed in full), with the base's metadata and the hardening record."""
+def summed(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Two rounds of fine-tuned deltas as one."""
+    return {n: first.get(n, 0) + second.get(n, 0) for n in {**first, **second}}
+
+
+def full(delta) -> torch.Tensor:
+    """A stored delta in full: a tensor, or low-rank (up, down) factors."""
+    return delta[0].double() @ delta[1].double() if isinstance(delta, tuple) else delta.double()
+
+
+def combined(pipe, base: WeightDelta, hardening: dict | None, protocol: dict | None = None) -> WeightDelta:
+    """One WeightDelta: the base edit's deltas plus the hardening's — closed-form low-rank updates (factors
+    concatenated where both are low rank, else summed in full) or fine-tuned deltas (summed in full) — with the
+    base's metadata and the hardening record."""
     deltas = dict(base.stored())
     for name, update in (hardening or {}).items():
         name, old = canonical(name), deltas.get(canonical(name))
-        if old is None:
+        if isinstance(update, torch.Tensor):
+            deltas[name] = update.float() if old is None else (full(old) + update.double()).float()
+        elif old is None:
             deltas[name] = update.compact()
         elif isinstance(old, tuple):
             both = LowRankUpdate(torch.cat([old[0].double(), update.up], 1), torch.cat([old[1].double(), update.down]))
