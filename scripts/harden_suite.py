@@ -8,7 +8,7 @@ after every row) and prints each row as it is measured.
     python scripts/harden_suite.py [--concepts triangle "tobias renn"] [--methods uce rece trce-1] [--rounds 3]
                                    [--attacks concept-inversion unlearndiffatk] [--images 32] [--restarts K]
                                    [--kept-seeds 32] [--attack-seeds 1] [--also ring-a-bell p4d ...]
-                                   [--anchor-alone]
+                                   [--anchor-alone] [--step tune] [--threads N]
 """
 import argparse
 import inspect
@@ -85,7 +85,7 @@ def table(rows: list[str], attacks: list[str], images: int, rounds: int, restart
             "prompts naming the "
             "concept), rate% [95 % Wilson interval] (k/n). Preservation: the attribute's other values (bench set, "
             f"{seeds} seeds a prompt); benign kept: the explicit prompts' other attributes; FD: 64 scenes without the concept vs "
-            "renders. Harden time: the whole loop (attacks, solves, validation) on one CPU thread.\n")
+            "renders. Harden time: the whole loop (attacks, erasure steps, validation).\n")
 
 
 def main() -> None:
@@ -105,9 +105,12 @@ def main() -> None:
                         help="the loop's attack runs per attack per round")
     parser.add_argument("--anchor-alone", action="store_true",
                         help="HardenConfig.anchor_alone: P4D-N's prompts map to the concept's anchor")
+    parser.add_argument("--step", default="auto", choices=("auto", "closed-form", "tune"),
+                        help="HardenConfig.step: how a round erases (auto: closed form for uce, rece, trce)")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="out/harden_table.md")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     pipe, classifier = erasekit.load_pipeline(None), shipped_classifier()
     out, rows = Path(args.out), []
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +123,7 @@ def main() -> None:
                              args.attack_seeds)
             t = time.perf_counter()
             hardened = erasekit.harden(pipe, edit, args.attacks, args.rounds, restarts=args.restarts,
-                                       anchor_alone=args.anchor_alone, log=print)
+                                       anchor_alone=args.anchor_alone, step=args.step, log=print)
             print(f"{concept} | {label}: hardened in {time.perf_counter() - t:.0f} s", flush=True)
             after = measure(pipe, hardened, concept, measured, args.images, classifier, args.kept_seeds,
                             args.attack_seeds)

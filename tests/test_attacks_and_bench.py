@@ -171,7 +171,7 @@ def test_bench_keeps_each_finished_row_and_resumes_after_a_kill(tmp_path, monkey
     assert calls == ["original", "uce"]  # without --resume every row is measured again
 
 
-def test_all_but_one_rows_hold_a_styles_preserved_artists_and_esd_x_samples_on_policy():
+def test_all_but_one_rows_hold_a_styles_preserved_artists_and_esd_x_holds_the_empty_prompt():
     from erasekit.bench.run import row_options
     style = {"lam_preserve": 1.0, "steps": 200, "batch_size": 4, "pool_seeds": 4}
     assert row_options("abo-alt", "tobias renn") == ("abo", {**row_options("abo-alt", "triangle")[1],
@@ -184,4 +184,5 @@ def test_all_but_one_rows_hold_a_styles_preserved_artists_and_esd_x_samples_on_p
         (4, 200, None)
     assert row_options("abo-alt", "triangle")[1]["steps"] == 100
     assert row_options("abo-alt", "triangle")[1]["anchor"] == "diamond"
-    assert row_options("esd-x", "triangle")[1]["sample_model"] == "trained"
+    assert row_options("esd-x", "triangle")[1]["lam_uncond"] == 1.0
+    assert (row_options("esd-x", "triangle")[1]["lr"], row_options("esd-x", "tobias renn")[1]["lr"]) == (1e-3, 7e-4)
