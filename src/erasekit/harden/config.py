@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from ..attacks import ATTACKS
 from ..edits import Edit, WeightDelta
 from ..errors import ErasekitError, NotSupportedError
+from ..methods.finetune import FineTuneConfig, check_weights
 
 # The attacks whose adversarial inputs (token ids, free positions, encoder output) hardening can erase.
 HARDENABLE = ("concept-inversion", "unlearndiffatk", "p4d", "ring-a-bell-ga")
@@ -54,6 +55,23 @@ class HardenConfig:
         self.attacks, self.backoff = tuple(self.attacks), tuple(self.backoff)
 
 
+@dataclass
+class TuningStep(FineTuneConfig):
+    """A round's training budget (ShapeWorld, 2 cores: ~20 s); a GPU user raises `steps` and `pool_seeds`."""
+    steps: int = 50
+    lr: float = 1e-3
+    sample_steps: int | None = 10
+    pool_seeds: int = 2            # trajectories per adversarial input, sampled once by the current model
+    loss_weighting: str = "guidance"
+    trainable: str = "xattn"       # all of cross-attention (the K/V alone: the closed-form step's weights)
+    lam_uncond: float = 1.0
+    lam_preserve: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_weights(self, "lam_uncond", "lam_preserve")
+
+
 def check_request(edit, config: HardenConfig) -> None:
     """One-line errors for what hardening cannot take: unknown or unsuitable attacks, rounds < 1, bad rates, an
     edit that is not a closed-form weight delta."""
@@ -86,7 +104,6 @@ def check_request(edit, config: HardenConfig) -> None:
     if config.step == "auto":
         config.step = "closed-form" if edit.method in CLOSED_FORM else "tune"
     if config.step == "tune":
-        from .tune import TuningStep
         try:
             TuningStep(**config.tuning)
         except TypeError as e:

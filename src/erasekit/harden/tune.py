@@ -11,34 +11,16 @@ trajectories for the adversarial inputs, each sample's loss over its guidance en
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..attacks.whitebox import encode_ids
-from ..methods.finetune import (FineTuneConfig, FineTuning, Prompts, check_weights, latent_sampler, preserve_loss,
-                                preserve_prompts, run_training, sample_weights, training_prompts, weighted_mse)
 from ..errors import NotSupportedError
+from ..methods.finetune import (FineTuning, Prompts, latent_sampler, preserve_loss, preserve_prompts, run_training,
+                                sample_weights, training_prompts, weighted_mse)
 from ..sampling import predict, unconditional
+from .config import TuningStep
 from .probe import Adversarial
 from .rows import free_runs_replaced
-
-
-@dataclass
-class TuningStep(FineTuneConfig):
-    """A round's training budget (ShapeWorld, 2 cores: ~20 s); a GPU user raises `steps` and `pool_seeds`."""
-    steps: int = 50
-    lr: float = 1e-3
-    sample_steps: int | None = 10
-    pool_seeds: int = 2            # trajectories per adversarial input, sampled once by the current model
-    loss_weighting: str = "guidance"
-    trainable: str = "xattn"       # all of cross-attention (the K/V alone: the closed-form step's weights)
-    lam_uncond: float = 1.0
-    lam_preserve: float = 1.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_weights(self, "lam_uncond", "lam_preserve")
 
 
 def adversarial_prompts(pipe, found: list[Adversarial]) -> tuple[Prompts, Prompts]:
