@@ -178,8 +178,9 @@ def test_harden_refuses_edits_that_are_not_weight_deltas_and_closed_form_steps_o
         erasekit.harden(sd1, tuned, ["unlearndiffatk"], 1, step="closed-form")
     with pytest.raises(ErasekitError, match="step must be"):
         erasekit.harden(sd1, tuned, ["unlearndiffatk"], 1, step="sideways")
-    with pytest.raises(ErasekitError, match="tuning options"):
-        erasekit.harden(sd1, tuned, ["unlearndiffatk"], 1, tuning={"stpes": 3})
+    for bad in ({"stpes": 3}, {"lora_rank": 4}, {"lam_uncond": -1.0}):
+        with pytest.raises(ErasekitError, match="tuning options"):
+            erasekit.harden(sd1, tuned, ["unlearndiffatk"], 1, tuning=bad)
 
 
 def test_a_fine_tuned_edit_is_hardened_by_fine_tuning_beyond_the_k_v(sd1, tmp_path):

@@ -70,11 +70,14 @@ class TuningStep(FineTuneConfig):
     def __post_init__(self):
         super().__post_init__()
         check_weights(self, "lam_uncond", "lam_preserve")
+        if self.lora_rank:
+            raise ErasekitError("the fine-tuning step trains full-rank deltas: lora_rank is not an option of it")
 
 
 def check_request(edit, config: HardenConfig) -> None:
     """One-line errors for what hardening cannot take: unknown or unsuitable attacks, rounds < 1, bad rates, an
-    edit that is not a closed-form weight delta."""
+    edit that is not a weight delta of a method it supports, a step or tuning options it does not know. Resolves
+    `step="auto"` by the edit's method."""
     if not config.attacks:
         raise ErasekitError("give at least one attack to harden against")
     for name in config.attacks:
@@ -106,7 +109,7 @@ def check_request(edit, config: HardenConfig) -> None:
     if config.step == "tune":
         try:
             TuningStep(**config.tuning)
-        except TypeError as e:
+        except (TypeError, ErasekitError) as e:
             raise ErasekitError(f"tuning options: {e}") from None
 
 
