@@ -8,7 +8,7 @@ after every row) and prints each row as it is measured.
     python scripts/harden_suite.py [--concepts triangle "tobias renn"] [--methods uce rece trce-1] [--rounds 3]
                                    [--attacks concept-inversion unlearndiffatk] [--images 32] [--restarts K]
                                    [--kept-seeds 32] [--attack-seeds 1] [--also ring-a-bell p4d ...]
-                                   [--anchor-alone] [--step tune] [--threads N]
+                                   [--anchor-alone] [--step tune|both] [--threads N]
 """
 import argparse
 import inspect
@@ -26,6 +26,7 @@ from erasekit.evaluation.redteam import AttackOutcome, attack_once
 from erasekit.evaluation.scoring import score_shapeworld
 from erasekit.attacks import ATTACKS
 from erasekit.harden import HARDENABLE, HardenConfig
+from erasekit.harden.config import STEPS
 
 
 def kept(pipe, concept: str, classifier, seeds: int) -> dict:
@@ -105,7 +106,7 @@ def main() -> None:
                         help="the loop's attack runs per attack per round")
     parser.add_argument("--anchor-alone", action="store_true",
                         help="HardenConfig.anchor_alone: P4D-N's prompts map to the concept's anchor")
-    parser.add_argument("--step", default="auto", choices=("auto", "closed-form", "tune"),
+    parser.add_argument("--step", default="auto", choices=STEPS,
                         help="HardenConfig.step: how a round erases (auto: closed form for uce, rece, trce)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="out/harden_table.md")

@@ -111,6 +111,21 @@ def test_harden_keeps_the_round_before_when_preservation_falls_under_the_floor(s
     assert all(torch.equal(hardened.delta(n), base.delta(n)) for n in base.param_names)
 
 
+def test_a_round_that_loses_the_benign_content_is_refused_like_one_under_the_preservation_floor(sd1, base):
+    """Preservation held, but the target prompts' other content (`benign`) falls 40 points: both pushes refused,
+    the base edit kept; the benign share is in the history. Without a benign check nothing is recorded for it."""
+    kept = iter([0.9, 0.5, 0.5])
+    record = tiny_harden(sd1, base, rounds=2, benign=lambda pipe: next(kept)).metadata["protocol"]["hardening"]
+    assert [(h["round"], h["accepted"], h["benign"]) for h in record["rounds"]] == [
+        (0, True, 0.9), (1, False, 0.5), (1, False, 0.5)]
+    assert record["kept_round"] == 0 and "benign content under its floor" in record["stopped"]
+    assert record["benign_floor"] == pytest.approx(0.85)
+    kept = iter([0.9, 0.88])
+    record = tiny_harden(sd1, base, rounds=1, benign=lambda pipe: next(kept)).metadata["protocol"]["hardening"]
+    assert record["kept_round"] == 1
+    assert tiny_harden(sd1, base, rounds=1).metadata["protocol"]["hardening"]["rounds"][1]["benign"] is None
+
+
 def test_a_round_under_the_floor_is_retried_with_the_gentler_push(sd1, base):
     """η = 1 breaks preservation, η = 0 keeps it: the round is kept with η = 0, whose values are the reference
     rows themselves (a different delta from η = 1's); with no backoff the loop stops instead."""
@@ -207,6 +222,35 @@ def test_a_fine_tuned_edit_is_hardened_by_fine_tuning_beyond_the_k_v(sd1, tmp_pa
     assert any(".to_q." in n for n in tuned.param_names) and not any(".to_q." in n for n in uce.param_names)
 
 
+def test_both_steps_solve_the_rows_then_fine_tune_on_top(sd1, base):
+    """`step="both"`: each round the closed form first (its K/V the closed-form round's), then fine-tuning from
+    there (queries and outputs move too, the K/V move further); two rounds sum into one edit that removes exactly;
+    refused on a fine-tuned edit, which has no closed form."""
+    tuning = {"steps": 2, "sample_steps": 2, "pool_seeds": 1}
+    closed = tiny_harden(sd1, base, rounds=1, step="closed-form")
+    both = tiny_harden(sd1, base, rounds=1, step="both", tuning=tuning)
+    assert both.metadata["protocol"]["hardening"]["config"]["step"] == "both"
+    assert any(".to_q." in n for n in both.param_names) and not any(".to_q." in n for n in closed.param_names)
+    kv = [n for n in closed.param_names if ".to_k." in n or ".to_v." in n]
+    assert kv and not any(torch.allclose(both.delta(n), closed.delta(n)) for n in kv)
+    before = {n: w.detach().clone() for n, w in sd1.unet.named_parameters()}
+    twice = tiny_harden(sd1, base, rounds=2, step="both", tuning=tuning)
+    assert [h["round"] for h in twice.metadata["protocol"]["hardening"]["rounds"]] == [0, 1, 2]
+    assert not torch.allclose(twice.delta(kv[0]), both.delta(kv[0]))
+    twice.apply(sd1)
+    twice.remove(sd1)
+    assert all(torch.equal(w, before[n]) for n, w in sd1.unet.named_parameters())
+    tuned = WeightDelta(base.tensors, method="esd-x", concepts=["cat"], config=base.metadata["config"])
+    with pytest.raises(ErasekitError, match="fine-tuning.*step='tune'"):
+        erasekit.harden(sd1, tuned, ["unlearndiffatk"], 1, step="both")
+
+
+def test_the_cli_offers_the_steps_hardening_knows():
+    from erasekit.cli.harden import STEPS as CLI_STEPS
+    from erasekit.harden.config import STEPS
+    assert CLI_STEPS == STEPS
+
+
 def test_a_two_stage_trce_edit_is_hardened_with_its_second_stage_kept(sd1, tmp_path):
     two = erasekit.erase(sd1, "trce", ["cat"], anchor="dog", lam=1e-3, cache_dir=str(tmp_path), steps=2,
                          sample_steps=2, lr=1e-3)
@@ -234,14 +278,17 @@ def test_cli_harden_bad_input_is_one_line_and_writes_nothing(tiny_dirs, sd1, bas
 
 def test_cli_harden_writes_one_edit_with_its_history_plot(tiny_dirs, base, tmp_path, monkeypatch, capsys):
     from erasekit.harden import loop, probe
-    # the tiny model has no ShapeWorld concept: a detector that always fires and constant preservation instead
-    monkeypatch.setattr(loop, "default_judges", lambda concept, config, d, p: (always(True), lambda pipe: 1.0))
+    # the tiny model has no ShapeWorld concept: a detector that always fires, constant preservation and benign
+    # content instead
+    monkeypatch.setattr(loop, "default_judges", lambda concept, config, d, p, b: (
+        always(True), lambda pipe: 1.0, lambda pipe: 0.75))
     monkeypatch.setattr(probe, "attack_prompts", lambda concept, n: ["a cat"])
     base.save(tmp_path / "edit")
     out = tmp_path / "out"
     assert cli(["harden", "--model", str(tiny_dirs["sd1"]), "--edit", str(tmp_path / "edit"), "--attack",
                 "unlearndiffatk", "--rounds", "1", "--images", "2", "--out", str(out)]) == 0
-    assert "kept round 1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "kept round 1" in printed and "benign kept 75.0%" in printed
     hardened = erasekit.load_edit(out)
     assert len(hardened.metadata["protocol"]["hardening"]["rounds"]) == 2
     assert (out / "history.png").stat().st_size > 0

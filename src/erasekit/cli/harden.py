@@ -4,6 +4,7 @@ from __future__ import annotations
 from .options import COUNT, PROBABILITY, add_model
 
 ATTACKS = ("concept-inversion", "unlearndiffatk", "p4d", "ring-a-bell-ga")
+STEPS = ("auto", "closed-form", "tune", "both")  # harden.config's (kept light: the CLI imports no torch to parse)
 
 
 def add_parser(sub) -> None:
@@ -13,9 +14,10 @@ def add_parser(sub) -> None:
                        "the concept back — in closed form on the K/V of a closed-form edit (uce, rece, trce), by a "
                        "few steps of fine-tuning on a fine-tuned one (esd-x, esd-u, abo) — with the preserved "
                        "concepts held, and "
-                       "checks preservation; it stops when every attack's success is under --target by its 95 % "
-                       "interval, when no attack finds the concept, after "
-                       "--rounds, or when preservation would drop more than --max-drop (keeping the round before). "
+                       "checks preservation (and, on ShapeWorld, that the target prompts' colours and backgrounds "
+                       "are still drawn); it stops when every attack's success is under --target by its 95 % "
+                       "interval, when no attack finds the concept, after --rounds, or when preservation or the "
+                       "benign content would drop more than --max-drop (keeping the round before). "
                        "Writes one edit (the base edit plus the hardening) to DIR with the rounds' history in its "
                        "protocol, and DIR/history.png. ShapeWorld concepts (success and preservation are judged by "
                        "its classifier).")
@@ -27,16 +29,16 @@ def add_parser(sub) -> None:
     p.add_argument("--rounds", type=int, default=3, help="at most this many hardening rounds (default 3)")
     p.add_argument("--target", type=PROBABILITY, default=0.05, help="stop when every attack's success rate is "
                    "under this by its 95 %% interval on the round's images (default 0.05)")
-    p.add_argument("--max-drop", type=PROBABILITY, default=0.05, help="largest preservation drop from the base "
-                   "edit's accepted (default 0.05)")
+    p.add_argument("--max-drop", type=PROBABILITY, default=0.05, help="largest drop of preservation (and of the "
+                   "benign content kept) from the base edit's accepted (default 0.05)")
     p.add_argument("--images", type=COUNT, default=16, help="images per attack run (default 16)")
     p.add_argument("--restarts", type=COUNT, default=None, help="attack runs per attack per round, each on seeds "
                    "of its own; every run's finds are erased (default: HardenConfig's)")
     p.add_argument("--anchor-alone", action="store_true", help="map adversarial tokens that are the whole prompt "
                    "(P4D-N's) to the concept's anchor, not to the empty prompt (the model's prior)")
-    p.add_argument("--step", choices=("auto", "closed-form", "tune"), default="auto", help="how a round erases: "
-                   "closed-form (closed-form edits only), tune (fine-tuning, any of them); auto (default): by the "
-                   "edit's method")
+    p.add_argument("--step", choices=STEPS, default="auto", help="how a round erases: closed-form (closed-form "
+                   "edits only), tune (fine-tuning, any of them), both (the closed form, then fine-tuning on top; "
+                   "closed-form edits); auto (default): by the edit's method")
     p.add_argument("--tune-steps", type=COUNT, default=None, help="optimiser steps of a fine-tuning round "
                    "(default: TuningStep's, 50)")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -55,7 +57,8 @@ def run(args) -> int:
     for h in record["rounds"]:
         rates = ", ".join(f"{a} {100 * r:.1f}%" for a, r in h["success"].items())
         push = "" if h.get("eta") is None else f" (η = {h['eta']:g})"
-        print(f"round {h['round']}{push}: {rates}; preservation {100 * h['preservation']:.1f}%"
-              + ("" if h["accepted"] else " (refused: under the floor)"))
+        benign = "" if h.get("benign") is None else f", benign kept {100 * h['benign']:.1f}%"
+        print(f"round {h['round']}{push}: {rates}; preservation {100 * h['preservation']:.1f}%{benign}"
+              + ("" if h["accepted"] else " (refused: under a floor)"))
     print(f"kept round {record['kept_round']} ({record['stopped']}); wrote {args.out} and {args.out}/history.png")
     return 0

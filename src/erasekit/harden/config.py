@@ -15,7 +15,7 @@ HARDENABLE = ("concept-inversion", "unlearndiffatk", "p4d", "ring-a-bell-ga")
 CLOSED_FORM = ("uce", "rece", "trce")
 # The fine-tuned methods, whose edits a round trains further (`tune.tuned_round`).
 TUNED = ("esd-x", "esd-u", "abo")
-STEPS = ("auto", "closed-form", "tune")
+STEPS = ("auto", "closed-form", "tune", "both")
 
 
 @dataclass
@@ -44,11 +44,16 @@ class HardenConfig:
     seed: int = 1000               # round r's k-th run uses attack seed `seed + r * restarts + k` …
     image_seed: int = 100_000      # … and image seeds from `image_seed + (r * restarts + k) * images`: never the
                                    # reporting seeds
-    validation_seeds: int = 8      # preservation: seeds per other value of the attribute
+    validation_seeds: int = 8      # preservation: seeds per other value of the attribute (and per target prompt
+                                   # for the benign check)
+    check_benign: bool = True      # ShapeWorld: a round must also keep the target prompts' other attributes within
+                                   # max_drop of the base edit's (from ESD-x the triangle's went 97.8 → 65.3 %
+                                   # while the other shapes held)
     validation_seed: int = 50_000  # their first seed
     attack_options: dict = field(default_factory=dict)  # attack name → options for `build_attack`
     step: str = "auto"             # how a round erases: "closed-form" (the K/V rows solved; closed-form edits),
-                                   # "tune" (a few steps of fine-tuning; any weight delta); "auto": by the method
+                                   # "tune" (a few steps of fine-tuning; any weight delta), "both" (the closed
+                                   # form, then fine-tuning on top; closed-form edits); "auto": by the method
     tuning: dict = field(default_factory=dict)  # options for the fine-tuning step (`tune.TuningStep`)
 
     def __post_init__(self):
@@ -106,7 +111,7 @@ def check_request(edit, config: HardenConfig) -> None:
     check_edit(edit, config.step)
     if config.step == "auto":
         config.step = "closed-form" if edit.method in CLOSED_FORM else "tune"
-    if config.step == "tune":
+    if config.step in ("tune", "both"):
         try:
             TuningStep(**config.tuning)
         except (TypeError, ErasekitError) as e:
@@ -122,7 +127,7 @@ def check_edit(edit, step: str = "auto") -> None:
     if edit.method not in CLOSED_FORM + TUNED:
         raise NotSupportedError(f"{edit} ({edit.method}) cannot be hardened: harden supports the closed-form methods "
                                 f"({', '.join(CLOSED_FORM)}) and the fine-tuned ones ({', '.join(TUNED)})")
-    if step == "closed-form" and edit.method not in CLOSED_FORM:
+    if step in ("closed-form", "both") and edit.method not in CLOSED_FORM:
         raise ErasekitError(f"{edit} was made by fine-tuning ({edit.method}): its K/V rows have no closed form to "
                             "extend; harden it with step='tune'")
     if "spec" not in edit.metadata["config"]:

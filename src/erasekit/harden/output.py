@@ -15,11 +15,13 @@ PLOT = "history.png"
 
 
 def history_plot(history: list[dict]):
-    """Each attack's success rate and the preservation accuracy per attempt: every round, and a round refused by
-    the floor before its gentler retry."""
+    """Each attack's success rate, the preservation accuracy and (where checked) the benign content kept per
+    attempt: every round, and a round refused by a floor before its gentler retry."""
     attacks = list(history[0]["success"])
     series = {f"{a} success": [h["success"][a] for h in history] for a in attacks}
     series["preservation"] = [h["preservation"] for h in history]
+    if history[0].get("benign") is not None:
+        series["benign kept"] = [h["benign"] for h in history]
     return line_plot(series, "hardening: attack success and preservation per attempt", x_label="attempt",
                      y_range=(0.0, 1.0))
 

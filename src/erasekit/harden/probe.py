@@ -87,12 +87,22 @@ def successful(result, setting: str, prompts: list[str], detector) -> list[Adver
 
 def shapeworld_preservation(concept: str, config: HardenConfig, classifier=None):
     """pipe → accuracy on the attribute's other values (the bench's "other" set, on validation seeds of its own)."""
+    return shapeworld_check(concept, config, "other", "accuracy", classifier)
+
+
+def shapeworld_benign(concept: str, config: HardenConfig, classifier=None):
+    """pipe → the share of the explicit target prompts' other attributes (colour, background, …) still drawn: what
+    erasing the concept must leave (the bench's `benign_kept`, on validation seeds of its own)."""
+    return shapeworld_check(concept, config, "explicit", "benign_kept", classifier)
+
+
+def shapeworld_check(concept: str, config: HardenConfig, set_name: str, key: str, classifier=None):
     attribute, sets = shapeworld_sets(concept, config.validation_seeds)
-    items = sets["other"]
+    items = sets[set_name]
     for item in items:
         item.seed += config.validation_seed
 
-    def preservation(pipe) -> float:
+    def check(pipe) -> float:
         images = generate(pipe, [i.prompt for i in items], [i.seed for i in items], progress=False)
-        return score_shapeworld(images, items, "other", attribute, classifier)["accuracy"]
-    return preservation
+        return score_shapeworld(images, items, set_name, attribute, classifier)[key]
+    return check
