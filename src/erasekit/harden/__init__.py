@@ -10,7 +10,7 @@ maps to the same prompt's row without the adversarial tokens (`anchor_alone`: wh
 P4D-N's, to the spec's anchor instead of the empty prompt), pushed past it (a − η(c − a)), with the preserved
 concepts' rows, the target's own rows and earlier rounds' rows held at the current weights and the caption prior,
 on every cross-attention K/V matrix (the closed-form solver UCE uses). Preservation (ShapeWorld: the attribute's
-other values) is checked each round; a round that would put it under its floor is retried with a gentler push
+other values; and there the target prompts' benign content, `check_benign`) is checked each round; a round that would put it under its floor is retried with a gentler push
 (`backoff`: η = 0, the rows mapped to the prompt's own), and the loop stops when every attack's success is under
 the target (5 %), when the rounds are spent, or when even the gentlest push would break preservation. It keeps
 the accepted round whose strongest attack did least on the loop's seeds (an attack can find its way back after a
@@ -24,7 +24,8 @@ The result is one WeightDelta (base delta + hardening deltas). Closed-form edits
 TRCE edit keeps its second stage, which trains the queries and self-attention, as it is) are hardened in closed
 form; fine-tuned ones (esd-x, esd-u, abo) by a few steps of fine-tuning a round (`tune`: the current model learns
 to predict on each adversarial input what it predicts without the adversarial tokens, pushed past it, with its
-unconditional and preserved predictions held); `step="tune"` fine-tunes any of them.
+unconditional and preserved predictions held); `step="tune"` fine-tunes any of them, `step="both"` solves a
+closed-form edit's round and then fine-tunes on top of it.
 """
 from .config import CLOSED_FORM, HARDENABLE, TUNED, HardenConfig
 from .loop import harden
