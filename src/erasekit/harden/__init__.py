@@ -10,9 +10,10 @@ maps to the same prompt's row without the adversarial tokens (`anchor_alone`: wh
 P4D-N's, to the spec's anchor instead of the empty prompt), pushed past it (a − η(c − a)), with the preserved
 concepts' rows, the target's own rows and earlier rounds' rows held at the current weights and the caption prior,
 on every cross-attention K/V matrix (the closed-form solver UCE uses). Preservation (ShapeWorld: the attribute's
-other values; and there the target prompts' benign content, `check_benign`) is checked each round; a round that would put it under its floor is retried with a gentler push
-(`backoff`: η = 0, the rows mapped to the prompt's own), and the loop stops when every attack's success is under
-the target (5 %), when the rounds are spent, or when even the gentlest push would break preservation. It keeps
+other values) and, on ShapeWorld, the target prompts' benign content (`check_benign`) are checked each round; a
+round that would put either under its floor is retried with a gentler push (`backoff`: η = 0, the rows mapped to
+the prompt's own), and the loop stops when every attack's success is under the target (5 %), when the rounds are
+spent, or when even the gentlest push would break preservation or the benign content. It keeps
 the accepted round whose strongest attack did least on the loop's seeds (an attack can find its way back after a
 round that stopped it).
 
