@@ -8,10 +8,12 @@ after every row) and prints each row as it is measured.
     python scripts/harden_suite.py [--concepts triangle "tobias renn"] [--methods uce rece trce-1] [--rounds 3]
                                    [--attacks concept-inversion unlearndiffatk] [--images 32] [--restarts K]
                                    [--kept-seeds 32] [--attack-seeds 1] [--also ring-a-bell p4d ...]
-                                   [--anchor-alone] [--step tune|both] [--eta 0] [--threads N]
+                                   [--anchor-alone] [--step tune|both] [--eta 0] [--tuning JSON]
+                                   [--threads N]
 """
 import argparse
 import inspect
+import json
 import time
 from pathlib import Path
 
@@ -110,6 +112,8 @@ def main() -> None:
                         help="HardenConfig.step: how a round erases (auto: closed form for uce, rece, trce)")
     parser.add_argument("--eta", type=float, default=HardenConfig.eta,
                         help="HardenConfig.eta: the push past the reference (0: no gentler retry)")
+    parser.add_argument("--tuning", default="{}", help="HardenConfig.tuning as JSON (the fine-tuning step's "
+                        "options, e.g. '{\"held_latents\": \"own\"}')")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="out/harden_table.md")
     args = parser.parse_args()
@@ -126,7 +130,7 @@ def main() -> None:
                              args.attack_seeds)
             t = time.perf_counter()
             hardened = erasekit.harden(pipe, edit, args.attacks, args.rounds, restarts=args.restarts,
-                                       anchor_alone=args.anchor_alone, step=args.step, eta=args.eta,
+                                       anchor_alone=args.anchor_alone, step=args.step, eta=args.eta, tuning=json.loads(args.tuning),
                                        backoff=HardenConfig.backoff if args.eta > 0 else (), log=print)
             print(f"{concept} | {label}: hardened in {time.perf_counter() - t:.0f} s", flush=True)
             after = measure(pipe, hardened, concept, measured, args.images, classifier, args.kept_seeds,

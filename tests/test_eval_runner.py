@@ -103,7 +103,7 @@ def test_two_processes_give_the_one_process_result(tiny_dirs, edit_dir, captions
     single, double = tmp_path / "single", tmp_path / "double"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     module = ["-m", "erasekit.cli.main"]
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2", *module]
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *module]
     for prefix, out in ((module, single), (launcher, double)):
         done = subprocess.run([sys.executable, *prefix, *eval_args(tiny_dirs, edit_dir, captions, out)],
                               capture_output=True, text=True, timeout=300, env=env)

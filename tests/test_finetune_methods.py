@@ -264,7 +264,7 @@ def test_two_processes_train_as_one_with_two_micro_batches(tiny_dirs, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["-m", "erasekit.cli.main", "erase", "--model", str(tiny_dirs["sd1"]), "--method", "abo", "--concept",
             "cat", "--anchor", "dog", "--option", "steps=3", "--option", "sample_steps=2", "--option", "lr=1e-3"]
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     runs = {"double": [*launcher, *args, "--out", str(tmp_path / "double")],
             "single": [*args, "--option", "accumulation=2", "--out", str(tmp_path / "single")],
             "one": [*args, "--out", str(tmp_path / "one")]}

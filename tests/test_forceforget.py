@@ -303,7 +303,7 @@ def test_two_processes_sample_and_train_as_one(tiny_dirs, tiny_clip, tmp_path):
     args = ["-m", "erasekit.cli.main", "erase", "--model", str(tiny_dirs["sd1"]), "--method", "forceforget",
             "--concept", "cat", "--option", f"clip_model={tiny_clip}"]
     args += [f"--option={k}={v}" for k, v in TINY.items() if k != "reward"]
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     for name, command in {"double": [*launcher, *args], "single": args}.items():
         done = subprocess.run([sys.executable, *command, "--out", str(tmp_path / name)], capture_output=True,
                               text=True, timeout=300, env=env)
