@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--eta", type=float, default=HardenConfig.eta,
                         help="HardenConfig.eta: the push past the reference (0: no gentler retry)")
     parser.add_argument("--tuning", default="{}", help="HardenConfig.tuning as JSON (the fine-tuning step's "
-                        "options, e.g. '{\"held_latents\": \"own\"}')")
+                        "options, e.g. '{\"preserve_latents\": \"own\"}')")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="out/harden_table.md")
     args = parser.parse_args()

@@ -226,6 +226,28 @@ def test_fine_tuners_keep_the_preserved_concepts_when_asked(tiny_dirs, method, o
         erasekit.erase(pipe, method, ["cat"], **TINY, **options, lam_preserve=-1.0)
 
 
+def test_the_preservation_term_can_hold_the_preserved_prompts_on_their_own_trajectories(tiny_dirs, monkeypatch):
+    """`preserve_latents="own"`: the preserved prompts are predicted at x_t from their own frozen trajectories (ESD-u
+    trains weights the text does not gate), not at the target's; before any update the term is 0."""
+    import erasekit.methods.finetune as finetune
+    from erasekit.concepts import resolve
+    from erasekit.methods.esd import ESDUConfig
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    spec = resolve(["cat"], preserve=["bird"])
+    seen, predict = [], finetune.predict
+    monkeypatch.setattr(finetune, "predict", lambda p, x, *a: seen.append(x) or predict(p, x, *a))
+    x, t, generator = torch.zeros(1, 4, 16, 16), torch.tensor(500), torch.Generator().manual_seed(0)
+    for where in ("target", "own"):
+        config = ESDUConfig(**TINY, lam_preserve=1.0, preserve_latents=where, loss_weighting="guidance")
+        seen.clear()
+        with finetune.FineTuning.of(pipe, config) as tuning:
+            loss = finetune.Preservation.of(pipe, tuning, spec, config).loss(x, t, None, generator)
+        assert float(loss.detach()) == pytest.approx(0.0, abs=1e-9)
+        assert all((s == 0).all() for s in seen) == (where == "target") and seen
+    with pytest.raises(ErasekitError, match="preserve_latents must be"):
+        erasekit.erase(pipe, "esd-u", ["cat"], **TINY, lam_preserve=1.0, preserve_latents="elsewhere")
+
+
 def test_a_loss_that_becomes_nan_stops_with_a_clear_error(tiny_dirs, monkeypatch):
     import erasekit.methods.abo as abo
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])

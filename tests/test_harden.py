@@ -223,16 +223,16 @@ def test_a_fine_tuned_edit_is_hardened_by_fine_tuning_beyond_the_k_v(sd1, tmp_pa
 
 
 def test_the_tuning_step_can_hold_the_held_prompts_on_their_own_trajectories(sd1):
-    """`held_latents="own"`: the held predictions are taken at x_t from the held prompts' own trajectories, not the
-    adversarial inputs' — another training signal, so other deltas; an unknown value is refused."""
+    """`preserve_latents="own"`: the held predictions are taken at x_t from the held prompts' own trajectories, not
+    the adversarial inputs' — another training signal, so other deltas; an unknown value is refused."""
     esd = erasekit.erase(sd1, "esd-x", ["cat"], steps=2, sample_steps=2, lr=1e-3)
     tuning = {"steps": 2, "sample_steps": 2, "pool_seeds": 1}
     theirs = tiny_harden(sd1, esd, rounds=1, tuning=tuning)
-    own = tiny_harden(sd1, esd, rounds=1, tuning={**tuning, "held_latents": "own"})
-    assert own.metadata["protocol"]["hardening"]["config"]["tuning"]["held_latents"] == "own"
+    own = tiny_harden(sd1, esd, rounds=1, tuning={**tuning, "preserve_latents": "own"})
+    assert own.metadata["protocol"]["hardening"]["config"]["tuning"]["preserve_latents"] == "own"
     assert any(not torch.allclose(own.delta(n), theirs.delta(n)) for n in own.param_names)
-    with pytest.raises(ErasekitError, match="tuning options.*held_latents"):
-        tiny_harden(sd1, esd, rounds=1, tuning={"held_latents": "nowhere"})
+    with pytest.raises(ErasekitError, match="tuning options.*preserve_latents"):
+        tiny_harden(sd1, esd, rounds=1, tuning={"preserve_latents": "nowhere"})
 
 
 def test_both_steps_solve_the_rows_then_fine_tune_on_top(sd1, base):

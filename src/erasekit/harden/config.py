@@ -71,15 +71,12 @@ class TuningStep(FineTuneConfig):
     trainable: str = "xattn"       # all of cross-attention (the K/V alone: the closed-form step's weights)
     lam_uncond: float = 1.0
     lam_preserve: float = 1.0
-    held_latents: str = "adversarial"  # x_t of the held predictions (preserved concepts, captions, the target's
-                                   # prompts): the adversarial inputs' ("adversarial") or their own trajectories'
-                                   # ("own": what they draw is held where they draw it; a pool sampled each round)
+    # preserve_latents: x_t of the held predictions (preserved concepts, captions, the target's prompts): the
+    # adversarial inputs' ("target") or the held prompts' own trajectories ("own"; a pool sampled each round)
 
     def __post_init__(self):
         super().__post_init__()
         check_weights(self, "lam_uncond", "lam_preserve")
-        if self.held_latents not in ("adversarial", "own"):
-            raise ErasekitError(f"held_latents must be 'adversarial' or 'own', not {self.held_latents!r}")
         if self.lora_rank:
             raise ErasekitError("the fine-tuning step trains full-rank deltas: lora_rank is not an option of it")
 

@@ -15,7 +15,7 @@ import torch
 
 from ..attacks.whitebox import encode_ids
 from ..errors import NotSupportedError
-from ..methods.finetune import (FineTuning, Prompts, latent_sampler, preserve_loss, preserve_prompts, run_training,
+from ..methods.finetune import (FineTuning, Preservation, Prompts, latent_sampler, preserve_prompts, run_training,
                                 sample_weights, training_prompts, weighted_mse)
 from ..sampling import predict, unconditional
 from .config import TuningStep
@@ -54,7 +54,7 @@ def tuned_round(pipe, current, found: list[Adversarial], spec, eta: float, optio
 def round_loss(pipe, tuning, adversarial: Prompts, reference: Prompts, held: Prompts, eta: float,
                config: TuningStep):
     draw = latent_sampler(pipe, tuning, adversarial, config)
-    held_loss = own_held_loss(pipe, tuning, held, config) if config.held_latents == "own" else None
+    held_term = Preservation(pipe, tuning, held, config)
 
     def loss_fn(ctx):
         index, x, t = draw(ctx.generator)
@@ -66,21 +66,6 @@ def round_loss(pipe, tuning, adversarial: Prompts, reference: Prompts, held: Pro
         loss = weighted_mse(predict(pipe, x, t, *adversarial.rows(index)), kept - eta * (found - kept), weights)
         own_empty = predict(pipe, x, t, adversarial.empty, None)
         loss = loss + config.lam_uncond * weighted_mse(own_empty, empty, weights)
-        if held_loss is not None:
-            return loss + config.lam_preserve * held_loss(ctx.generator)
-        return loss + config.lam_preserve * preserve_loss(pipe, tuning, held, x, t, weights, ctx.generator)
+        return loss + config.lam_preserve * held_term.loss(x, t, weights, ctx.generator)
     return loss_fn
 
-
-def own_held_loss(pipe, tuning, held: Prompts, config: TuningStep):
-    """generator → the held prompts' predictions held to the current model's at x_t from their own trajectories
-    (sampled once by the current model), each sample's loss over its own guidance energy."""
-    draw = latent_sampler(pipe, tuning, held, config)
-
-    def loss(generator):
-        index, x, t = draw(generator)
-        with tuning.frozen():
-            kept = predict(pipe, x, t, *held.rows(index))
-            empty = predict(pipe, x, t, held.empty, None)
-        return weighted_mse(predict(pipe, x, t, *held.rows(index)), kept, sample_weights(kept, empty, config))
-    return loss

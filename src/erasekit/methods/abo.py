@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from ..concepts import ConceptError
 from ..sampling import decode, invert, predict, settings, trajectory
 from ..utils.images import to_uint8
-from .finetune import (FineTuneConfig, FineTuning, Prompts, check_weights, finetuned_edit, latent_sampler,
-                       preserve_loss, preserve_prompts, run_training, sample_weights, training_prompts, weighted_mse)
+from .finetune import (FineTuneConfig, FineTuning, Preservation, Prompts, check_weights, finetuned_edit,
+                       latent_sampler, run_training, sample_weights, training_prompts, weighted_mse)
 from .registry import register_method
 
 
@@ -60,7 +60,7 @@ def check_alternatives(spec) -> None:
 
 
 def abo_loss(pipe, tuning, prompts: Prompts, alternatives: Prompts | None, config: ABOConfig,
-             preserved: Prompts | None = None):
+             preserved: Preservation | None = None):
     draw = latent_sampler(pipe, tuning, prompts, config)
 
     def loss_fn(ctx):
@@ -76,7 +76,7 @@ def abo_loss(pipe, tuning, prompts: Prompts, alternatives: Prompts | None, confi
         guidance = predict(pipe, x, t, *prompts.rows(index)) - own_empty
         loss = weighted_mse(guidance, wanted, weights) + config.lam_u * weighted_mse(own_empty, empty, weights)
         if preserved is not None:
-            loss = loss + config.lam_preserve * preserve_loss(pipe, tuning, preserved, x, t, weights, ctx.generator)
+            loss = loss + config.lam_preserve * preserved.loss(x, t, weights, ctx.generator)
         return loss
     return loss_fn
 
@@ -93,9 +93,8 @@ def erase_abo(pipe, spec, config: ABOConfig):
     prompts = Prompts.encode(pipe, training_prompts(spec))
     plain = all(not a.strip() for a in spec.anchors)
     alternatives = None if plain else Prompts.encode(pipe, training_prompts(spec, spec.anchors))
-    preserved = Prompts.encode(pipe, preserve_prompts(pipe, spec)) if config.lam_preserve > 0 else None
     with FineTuning.of(pipe, config) as tuning:
-        loss = abo_loss(pipe, tuning, prompts, alternatives, config, preserved)
+        loss = abo_loss(pipe, tuning, prompts, alternatives, config, Preservation.of(pipe, tuning, spec, config))
         result = run_training(tuning, loss, "abo", config,
                               {"prompts": prompts.texts, "alternatives": spec.anchors})
         deltas = tuning.deltas()

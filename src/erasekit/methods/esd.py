@@ -28,8 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..sampling import predict
-from .finetune import (FineTuneConfig, FineTuning, Prompts, check_weights, finetuned_edit, latent_sampler,
-                       preserve_loss, preserve_prompts, run_training, sample_weights, training_prompts, weighted_mse)
+from .finetune import (FineTuneConfig, FineTuning, Preservation, Prompts, check_weights, finetuned_edit,
+                       latent_sampler, run_training, sample_weights, training_prompts, weighted_mse)
 from .registry import register_method
 
 
@@ -59,9 +59,9 @@ class ESDUConfig(ESDConfig):
 
 def esd(pipe, spec, config: ESDConfig, method: str):
     prompts = Prompts.encode(pipe, training_prompts(spec))
-    preserved = Prompts.encode(pipe, preserve_prompts(pipe, spec)) if config.lam_preserve > 0 else None
     with FineTuning.of(pipe, config) as tuning:
         draw = latent_sampler(pipe, tuning, prompts, config)
+        preserved = Preservation.of(pipe, tuning, spec, config)
 
         def loss_fn(ctx):
             index, x, t = draw(ctx.generator)
@@ -76,8 +76,7 @@ def esd(pipe, spec, config: ESDConfig, method: str):
                 own_empty = predict(pipe, x, t, prompts.empty, prompts.empty_pooled)
                 loss = loss + config.lam_uncond * weighted_mse(own_empty, empty, weights)
             if preserved is not None:
-                loss = loss + config.lam_preserve * preserve_loss(pipe, tuning, preserved, x, t, weights,
-                                                                  ctx.generator)
+                loss = loss + config.lam_preserve * preserved.loss(x, t, weights, ctx.generator)
             return loss
         result = run_training(tuning, loss_fn, method, config, {"prompts": prompts.texts})
         deltas = tuning.deltas()

@@ -169,6 +169,8 @@ class FineTuneConfig:
     trainable: str = ""              # a named selection (finetune.SELECTIONS) or a regex; empty: the method's
     lora_rank: int = 0               # > 0: train rank-r LoRA adapters (peft) instead of the weights themselves
     gradient_checkpointing: bool = False
+    preserve_latents: str = "target"  # where a method's preservation term (lam_preserve) holds the preserved
+                                      # prompts: at the target's x_t, or "own" (their own frozen trajectories)
     work_dir: str = ""               # checkpoints and loss log here; a run found there resumes
 
     def __post_init__(self):
@@ -178,6 +180,8 @@ class FineTuneConfig:
             raise ErasekitError(f"sample_model must be 'frozen' or 'trained', not {self.sample_model!r}")
         if self.sample_model == "trained" and self.pool_seeds:
             raise ErasekitError("pool_seeds reuses trajectories sampled once: it needs sample_model='frozen'")
+        if self.preserve_latents not in ("target", "own"):
+            raise ErasekitError(f"preserve_latents must be 'target' or 'own', not {self.preserve_latents!r}")
         if self.pool_seeds < 0:
             raise ErasekitError(f"pool_seeds must be ≥ 0, not {self.pool_seeds}")
         first, last = self.step_window
@@ -329,13 +333,36 @@ def finetuned_edit(pipe, deltas: dict, method: str, spec, config, result, **prot
                               config={**asdict(config), "spec": spec.to_dict()}, protocol={**summary, **protocol})
 
 
-def preserve_loss(pipe, tuning, preserved: Prompts, x, t, weights, generator):
-    """The trained model's prediction for preserved-concept prompts (one drawn per sample) held to the frozen
-    model's at the same x_t."""
-    index = torch.randint(len(preserved.texts), (x.shape[0],), generator=generator)
-    with tuning.frozen():
-        kept = predict(pipe, x, t, *preserved.rows(index))
-    return weighted_mse(predict(pipe, x, t, *preserved.rows(index)), kept, weights)
+class Preservation:
+    """All-but-One's preservation term, shared by the fine-tuners: the trained model's predictions for the
+    preserved concepts' prompts and neutral captions (`preserve_prompts`; one drawn per sample) held to the frozen
+    model's. x_t is the target's sample (`preserve_latents="target"`) or drawn from the preserved prompts' own
+    frozen trajectories ("own", each sample then weighted by its own guidance energy): a change the text does not
+    gate (ESD-u trains no cross-attention) must be held where those prompts' images are drawn."""
+
+    def __init__(self, pipe, tuning: FineTuning, prompts: Prompts, config: "FineTuneConfig"):
+        self.pipe, self.tuning, self.config, self.prompts = pipe, tuning, config, prompts
+        self.draw = latent_sampler(pipe, tuning, prompts, config) if config.preserve_latents == "own" else None
+
+    @classmethod
+    def of(cls, pipe, tuning: FineTuning, spec, config: "FineTuneConfig") -> "Preservation | None":
+        """The term a method's config asks for (`lam_preserve` > 0) over `preserve_prompts`, else None."""
+        if not config.lam_preserve > 0:
+            return None
+        return cls(pipe, tuning, Prompts.encode(pipe, preserve_prompts(pipe, spec)), config)
+
+    def loss(self, x, t, weights, generator) -> torch.Tensor:
+        if self.draw is None:
+            index = torch.randint(len(self.prompts.texts), (x.shape[0],), generator=generator)
+        else:
+            index, x, t = self.draw(generator)
+        rows = self.prompts.rows(index)
+        with self.tuning.frozen():
+            kept = predict(self.pipe, x, t, *rows)
+            if self.draw is not None:
+                empty = predict(self.pipe, x, t, self.prompts.empty, self.prompts.empty_pooled)
+                weights = sample_weights(kept, empty, self.config)
+        return weighted_mse(predict(self.pipe, x, t, *rows), kept, weights)
 
 
 def preserve_prompts(pipe, spec) -> list[str]:
