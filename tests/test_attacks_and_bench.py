@@ -171,7 +171,7 @@ def test_bench_keeps_each_finished_row_and_resumes_after_a_kill(tmp_path, monkey
     assert calls == ["original", "uce"]  # without --resume every row is measured again
 
 
-def test_all_but_one_rows_hold_a_styles_preserved_artists_and_esd_x_holds_the_empty_prompt():
+def test_fine_tuned_rows_hold_a_styles_preserved_artists_and_the_empty_prompt_and_esd_u_trains_lora():
     from erasekit.bench.run import row_options
     style = {"lam_preserve": 1.0, "steps": 200, "batch_size": 4, "pool_seeds": 4}
     assert row_options("abo-alt", "tobias renn") == ("abo", {**row_options("abo-alt", "triangle")[1],
@@ -183,6 +183,10 @@ def test_all_but_one_rows_hold_a_styles_preserved_artists_and_esd_x_holds_the_em
     assert (plain_on_an_object["batch_size"], plain_on_an_object["steps"], plain_on_an_object["sample_steps"]) == \
         (4, 200, None)
     assert row_options("abo-alt", "triangle")[1]["steps"] == 100
+    esd_u = row_options("esd-u", "tobias renn")
+    assert esd_u == row_options("esd-u", "triangle") and esd_u[0] == "esd-u"
+    assert (esd_u[1]["lora_rank"], esd_u[1]["steps"], esd_u[1]["lam_uncond"], esd_u[1]["lam_preserve"]) == \
+        (8, 300, 1.0, 1.0)
     assert row_options("abo-alt", "triangle")[1]["anchor"] == "diamond"
     assert row_options("esd-x", "triangle")[1]["lam_uncond"] == 1.0
     assert (row_options("esd-x", "triangle")[1]["lr"], row_options("esd-x", "tobias renn")[1]["lr"]) == (1e-3, 7e-4)
