@@ -106,6 +106,19 @@ def test_lora_training_exports_a_lora_plain_diffusers_loads(tiny_dirs, tmp_path)
     torch.testing.assert_close(prediction(plain), ours, rtol=1e-4, atol=1e-5)
 
 
+def test_lora_runs_reproduce_from_their_seed_whatever_the_global_rng(tiny_dirs):
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+
+    def run(seed, global_seed):
+        torch.manual_seed(global_seed)  # peft's own init draws from it
+        return erasekit.erase(pipe, "esd-u", ["cat"], lora_rank=2, seed=seed, **TINY)
+
+    first, again, other = run(0, 1), run(0, 2), run(1, 1)
+    assert first.tensors.keys() == again.tensors.keys()
+    assert all(torch.equal(first.tensors[k], again.tensors[k]) for k in first.tensors)
+    assert any(not torch.equal(first.tensors[k], other.tensors[k]) for k in first.tensors)
+
+
 @pytest.mark.parametrize("options, error, match", [
     ({"anchor": "cat"}, ConceptError, "the target itself"),
     ({"lr": 0.0}, TrainingError, "lr must be"),

@@ -62,15 +62,16 @@ class FineTuning:
     """The trainable state of one fine-tuning run on `pipe.unet` (a context manager: leaving it restores the UNet
     bit-exactly, trained or not). Full-rank: the selected weights themselves train, their originals are kept to
     answer `frozen()` by swapping storage (no copy of the UNet). LoRA (`lora_rank` > 0): rank-r adapters on the
-    selected linear layers, switched off for `frozen()`."""
+    selected linear layers, switched off for `frozen()`, their down-projections drawn from `seed` (peft's own
+    init draws from the global RNG: two runs of one config trained different models)."""
 
     def __init__(self, pipe, selection: str, lora_rank: int = 0, lora_alpha: float | None = None,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, seed: int = 0):
         if lora_rank < 0:
             raise ErasekitError(f"lora_rank must be ≥ 0, not {lora_rank}")
         self.pipe, self.unet, self.selection = pipe, pipe.unet, selection
         self.lora_rank, self.lora_alpha = lora_rank, lora_alpha if lora_alpha is not None else lora_rank
-        self.checkpointing = gradient_checkpointing
+        self.checkpointing, self.seed = gradient_checkpointing, seed
         self.selected = select_parameters(self.unet, selection)
         self.parameters: dict[str, torch.Tensor] = {}
         self.originals: dict[str, torch.Tensor] = {}
@@ -78,7 +79,8 @@ class FineTuning:
     @classmethod
     def of(cls, pipe, config: "FineTuneConfig") -> "FineTuning":
         """The tuning a method's config asks for: its selection, LoRA rank and checkpointing."""
-        return cls(pipe, config.trainable, config.lora_rank, gradient_checkpointing=config.gradient_checkpointing)
+        return cls(pipe, config.trainable, config.lora_rank, gradient_checkpointing=config.gradient_checkpointing,
+                   seed=config.seed)
 
     def __enter__(self) -> "FineTuning":
         self.unet.requires_grad_(False)
@@ -103,9 +105,18 @@ class FineTuning:
                             target_modules=modules)  # full module names: peft matches them exactly
         self.unet.add_adapter(config, adapter_name="erasekit")
         self.parameters = {n: p for n, p in self.unet.named_parameters() if "lora_" in n}
+        self._seed_lora()
         for p in self.parameters.values():
             p.requires_grad_(True)
         self.lora_modules = modules
+
+    @torch.no_grad()
+    def _seed_lora(self) -> None:
+        """peft's "gaussian" init (A ~ N(0, 1/r), B = 0), drawn from this run's seed in name order."""
+        generator = torch.Generator().manual_seed(self.seed)
+        for name in sorted(n for n in self.parameters if "lora_A" in n):
+            weight = self.parameters[name]
+            weight.copy_(torch.randn(weight.shape, generator=generator, dtype=torch.float32) / self.lora_rank)
 
     @contextmanager
     def frozen(self):
