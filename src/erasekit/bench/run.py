@@ -73,7 +73,8 @@ VARIANTS = {
     "esd-x": ("esd-x", {"lr": 1e-3, "lam_uncond": 1.0, "loss_weighting": "guidance", **TRAINING}),
     # ESD-u: rank-8 LoRA on its weights (full-rank, every weight moved: nothing erased at lr 3e-4, the model broken
     # at 5e-4 and up), the empty prompt and the preserved prompts held, 300 steps (seeds 100+, 4 a phrasing: 0/84
-    # both concepts, FD 73.0 and 66.2; 200 steps left the triangle in 32/84)
+    # both concepts, FD 73.0 and 66.2; 200 steps left the triangle in 32/84; the bench's seeds at 16 a phrasing:
+    # 0/336 and 3/336, FD 71.9 and 67.8)
     "esd-u": ("esd-u", {"lora_rank": 8, "lr": 3e-3, "lam_uncond": 1.0, "lam_preserve": 1.0,
                         "loss_weighting": "guidance", **TRAINING, "steps": 300}),
     # plain erasure (no alternative): the target's guidance pushed to -0.5 x the frozen one, each sample's loss over
