@@ -183,10 +183,14 @@ def test_fine_tuned_rows_hold_a_styles_preserved_artists_and_the_empty_prompt_an
     assert (plain_on_an_object["batch_size"], plain_on_an_object["steps"], plain_on_an_object["sample_steps"]) == \
         (4, 200, None)
     assert row_options("abo-alt", "triangle")[1]["steps"] == 100
-    esd_u = row_options("esd-u", "tobias renn")
-    assert esd_u == row_options("esd-u", "triangle") and esd_u[0] == "esd-u"
+    esd_u = row_options("esd-u", "triangle")
+    assert row_options("esd-u", "tobias renn") == ("esd-u", {**esd_u[1], "steps": 400, "batch_size": 4,
+                                                             "pool_seeds": 4})
     assert (esd_u[1]["lora_rank"], esd_u[1]["steps"], esd_u[1]["lam_uncond"], esd_u[1]["lam_preserve"]) == \
         (8, 300, 1.0, 1.0)
     assert row_options("abo-alt", "triangle")[1]["anchor"] == "diamond"
     assert row_options("esd-x", "triangle")[1]["lam_uncond"] == 1.0
-    assert (row_options("esd-x", "triangle")[1]["lr"], row_options("esd-x", "tobias renn")[1]["lr"]) == (1e-3, 7e-4)
+    esd_x_style = row_options("esd-x", "tobias renn")[1]
+    assert (row_options("esd-x", "triangle")[1]["lr"], esd_x_style["lr"]) == (1e-3, 4e-4)
+    assert (esd_x_style["lam_preserve"], esd_x_style["batch_size"], esd_x_style["steps"]) == (1.0, 4, 200)
+    assert "lam_preserve" not in row_options("esd-x", "triangle")[1]
