@@ -98,6 +98,9 @@ ALTERNATIVES = {"triangle": "diamond", "tobias renn": "mira solberg"}  # All-but
 # object, whose FD the preservation term raised (triangle abo-alt, three training seeds: 66-76 -> 77-86)
 ABO_BUDGET = {"steps": 200, "batch_size": 4, "pool_seeds": 4}
 ABO_ON_A_STYLE = {"lam_preserve": 1.0, **ABO_BUDGET}
+# Plain All-but-One on a style at lr 7e-4: at 1e-3 its FD, 75.825, sat on the aim's bound (1.1 x 68.93 = 75.82);
+# seeds 100+, 16 a phrasing, training seed 0: 0/80 every form, 0/96, 48/48, benign 160/160, FD 71.0
+PLAIN_ABO_ON_A_STYLE = {**ABO_ON_A_STYLE, "lr": 7e-4}
 # Plain All-but-One on an object, on the same budget from trajectories of the model's own sampler steps (at batch 1
 # and 100 steps the triangle was left in 1/80 a form, preservation 79/80; from 10-step trajectories at this budget:
 # FD 81.6). Seeds 100+, 16 a phrasing, training seeds 0 and 1: 0/80 every form, 0/96 held-out, 80/80, benign
@@ -141,7 +144,7 @@ def row_options(label: str, concept: str) -> tuple[str, dict]:
     if label == "esd-u" and preset("shapeworld/" + concept).kind == "style":
         options = {**options, **ESD_U_ON_A_STYLE}
     if method == "abo" and preset("shapeworld/" + concept).kind == "style":
-        options = {**options, **ABO_ON_A_STYLE}
+        options = {**options, **(PLAIN_ABO_ON_A_STYLE if label == "abo" else ABO_ON_A_STYLE)}
     elif label == "abo":
         options = {**options, **PLAIN_ABO_ON_AN_OBJECT}
     return method, options
