@@ -106,11 +106,11 @@ PLAIN_ABO_ON_A_STYLE = {**ABO_ON_A_STYLE, "lr": 7e-4}
 # FD 81.6). Seeds 100+, 16 a phrasing, training seeds 0 and 1: 0/80 every form, 0/96 held-out, 80/80, benign
 # 159-160/160, FD 75.6 and 72.5 (original 69.6)
 PLAIN_ABO_ON_AN_OBJECT = {**ABO_BUDGET, "sample_steps": None}
-# ESD-x on a style: the preserved artists' and captions' predictions held too, at lr 4e-4 on 200 steps of 4 pooled
-# samples. At batch 1 (lr 7e-4; 1e-3 gave FD 80.7) the bench's seeds 0-47 left the style in 3/240 explicit images;
-# seeds 100+, 16 a phrasing: 0/80 every form, 0/96 held-out, 47/48, benign 160/160, FD 74.0 (lr 7e-4: 45-46/48;
-# lam_preserve 3: FD 80.7; 100 steps at 7e-4: FD 76.8)
-ESD_X_ON_A_STYLE = {**ABO_BUDGET, "lr": 4e-4, "lam_preserve": 1.0}
+# ESD-x on a style: lr 7e-4 (1e-3 gave FD 80.7 at seeds 100+). The bench's seeds 0-47 left the style in 3/240
+# explicit images (1.2 % [0.4, 3.6]). With the preserved prompts held on 200 steps of 4 pooled samples at lr 4e-4
+# (seeds 100+, 16 a phrasing: 0/80 every form, 47/48, FD 74.0) the bench's seeds 0-47 showed 0/1008, but the other
+# artists kept in 133/144 images (92.4 %; the original 142/144): a preservation drop of 6 points, not 1
+ESD_X_ON_A_STYLE = {"lr": 7e-4}
 # ESD-u on a style: 400 steps of 4 pooled samples. At batch 1 and 300 steps the bench's seeds 0-15 left the style in
 # 0, 2 and 1 of 80; seeds 100+, 16 a phrasing, training seed 0: 0/80 every form, 0/96, 48/48, FD 67.5, 166 s (300
 # steps of 4: 0, 1, 1 of 80, FD 66.3; at lr 4e-3: 0, 2, 0 of 80 and 1/96)
