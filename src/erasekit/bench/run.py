@@ -115,6 +115,9 @@ ESD_X_ON_A_STYLE = {"lr": 7e-4}
 # 0, 2 and 1 of 80; seeds 100+, 16 a phrasing, training seed 0: 0/80 every form, 0/96, 48/48, FD 67.5, 166 s (300
 # steps of 4: 0, 1, 1 of 80, FD 66.3; at lr 4e-3: 0, 2, 0 of 80 and 1/96)
 ESD_U_ON_A_STYLE = {"steps": 400, "batch_size": 4, "pool_seeds": 4}
+# A row's options on a style, laid over its own
+ON_A_STYLE = {"esd-x": ESD_X_ON_A_STYLE, "esd-u": ESD_U_ON_A_STYLE, "abo": PLAIN_ABO_ON_A_STYLE,
+              "abo-alt": ABO_ON_A_STYLE}
 PROFILES = {
     "main": ("uce", "uce-plain", "rece", "rece-plain", "trce-1", "trce-1-plain", "trce", "esd-x", "esd-u", "abo",
              "abo-alt", "gie", "gie-adapter"),
@@ -139,12 +142,8 @@ def row_options(label: str, concept: str) -> tuple[str, dict]:
         if concept not in ALTERNATIVES:
             raise ErasekitError(f"no alternative concept is set for {concept!r} (bench.ALTERNATIVES)")
         options = {**options, "anchor": ALTERNATIVES[concept]}
-    if label == "esd-x" and preset("shapeworld/" + concept).kind == "style":
-        options = {**options, **ESD_X_ON_A_STYLE}
-    if label == "esd-u" and preset("shapeworld/" + concept).kind == "style":
-        options = {**options, **ESD_U_ON_A_STYLE}
-    if method == "abo" and preset("shapeworld/" + concept).kind == "style":
-        options = {**options, **(PLAIN_ABO_ON_A_STYLE if label == "abo" else ABO_ON_A_STYLE)}
+    if label in ON_A_STYLE and preset("shapeworld/" + concept).kind == "style":
+        options = {**options, **ON_A_STYLE[label]}
     elif label == "abo":
         options = {**options, **PLAIN_ABO_ON_AN_OBJECT}
     return method, options
