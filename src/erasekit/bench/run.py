@@ -109,12 +109,17 @@ PLAIN_ABO_ON_AN_OBJECT = {**ABO_BUDGET, "sample_steps": None}
 # ESD-x on a style: lr 7e-4 (1e-3 gave FD 80.7 at seeds 100+). The bench's seeds 0-47 left the style in 3/240
 # explicit images (1.2 % [0.4, 3.6]). With the preserved prompts held on 200 steps of 4 pooled samples at lr 4e-4
 # (seeds 100+, 16 a phrasing: 0/80 every form, 47/48, FD 74.0) the bench's seeds 0-47 showed 0/1008, but the other
-# artists kept in 133/144 images (92.4 %; the original 142/144): a preservation drop of 6 points, not 1
+# artists kept in 133/144 images (92.4 %; the original 142/144): a preservation drop of 6 points, not 1. At batch 1,
+# seeds 100+, 48 a phrasing, more erasure cost FD: 125 steps 2/240 explicit, FD 74.5; 150 steps 0/240, FD 78.8
+# (bound 75.8); eta 2: 1/240, FD 82.5
 ESD_X_ON_A_STYLE = {"lr": 7e-4}
 # ESD-u on a style: 400 steps of 4 pooled samples. At batch 1 and 300 steps the bench's seeds 0-15 left the style in
 # 0, 2 and 1 of 80; seeds 100+, 16 a phrasing, training seed 0: 0/80 every form, 0/96, 48/48, FD 67.5, 166 s (300
-# steps of 4: 0, 1, 1 of 80, FD 66.3; at lr 4e-3: 0, 2, 0 of 80 and 1/96)
-ESD_U_ON_A_STYLE = {"steps": 400, "batch_size": 4, "pool_seeds": 4}
+# steps of 4: 0, 1, 1 of 80, FD 66.3; at lr 4e-3: 0, 2, 0 of 80 and 1/96). The bench's seeds 0-47 still left it in
+# 1/240 explicit and implicit; at eta 2 with the preserved prompts held on their own trajectories: 0/1008 (seeds
+# 100+, 48 a phrasing: 0/240 every form, 143/144, FD 69.5; eta 1 so held: 1/240 synonym; lam_preserve 2 and 3 at
+# eta 2: 2 and 4 of 720, the other artists' paired loss 6 and 3 of 432 against 7 at 1)
+ESD_U_ON_A_STYLE = {"steps": 400, "batch_size": 4, "pool_seeds": 4, "eta": 2.0, "preserve_latents": "own"}
 # A row's options on a style, laid over its own
 ON_A_STYLE = {"esd-x": ESD_X_ON_A_STYLE, "esd-u": ESD_U_ON_A_STYLE, "abo": PLAIN_ABO_ON_A_STYLE,
               "abo-alt": ABO_ON_A_STYLE}
