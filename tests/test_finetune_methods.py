@@ -261,28 +261,6 @@ def test_the_preservation_term_can_hold_the_preserved_prompts_on_their_own_traje
         erasekit.erase(pipe, "esd-u", ["cat"], **TINY, lam_preserve=1.0, preserve_latents="elsewhere")
 
 
-def test_the_preservation_term_holds_as_many_captions_as_asked(tiny_dirs):
-    """`preserve_captions`: the preserved concepts' prompts all, and only the first N neutral captions beside them
-    (all of them by default), so that the preserved concepts are not drowned out; nothing held is an error."""
-    import erasekit.methods.finetune as finetune
-    from erasekit.concepts import resolve
-    from erasekit.methods.abo import ABOConfig
-    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
-    spec, plain = resolve(["cat"], preserve=["bird"]), resolve(["cat"])
-    concept_prompts = finetune.training_prompts(spec, ["bird"])
-    captions = finetune.caption_list(pipe, spec.targets)
-    assert len(captions) > 4
-    assert finetune.preserve_prompts(pipe, spec) == concept_prompts + captions
-    assert finetune.preserve_prompts(pipe, spec, 4) == concept_prompts + captions[:4]
-    config = ABOConfig(**TINY, lam_preserve=1.0, preserve_captions=3)
-    with finetune.FineTuning.of(pipe, config) as tuning:
-        assert finetune.Preservation.of(pipe, tuning, spec, config).prompts.texts == concept_prompts + captions[:3]
-    with pytest.raises(ErasekitError, match="holds nothing"):
-        erasekit.erase(pipe, "abo", plain, **TINY, anchor="", lam_preserve=1.0, preserve_captions=0)
-    with pytest.raises(ErasekitError, match="preserve_captions must be"):
-        erasekit.erase(pipe, "abo", ["cat"], **TINY, anchor="", lam_preserve=1.0, preserve_captions=-1)
-
-
 def test_a_loss_that_becomes_nan_stops_with_a_clear_error(tiny_dirs, monkeypatch):
     import erasekit.methods.abo as abo
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])

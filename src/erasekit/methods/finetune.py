@@ -182,9 +182,6 @@ class FineTuneConfig:
     gradient_checkpointing: bool = False
     preserve_latents: str = "target"  # where a method's preservation term (lam_preserve) holds the preserved
                                       # prompts: at the target's x_t, or "own" (their own frozen trajectories)
-    preserve_captions: int | None = None  # how many neutral captions the preservation term holds beside the
-                                          # preserved concepts' prompts (None: all; ShapeWorld has 300, which leave
-                                          # the preserved concepts 1 sample in 14)
     work_dir: str = ""               # checkpoints and loss log here; a run found there resumes
 
     def __post_init__(self):
@@ -196,8 +193,6 @@ class FineTuneConfig:
             raise ErasekitError("pool_seeds reuses trajectories sampled once: it needs sample_model='frozen'")
         if self.preserve_latents not in ("target", "own"):
             raise ErasekitError(f"preserve_latents must be 'target' or 'own', not {self.preserve_latents!r}")
-        if self.preserve_captions is not None and self.preserve_captions < 0:
-            raise ErasekitError(f"preserve_captions must be ≥ 0 or None, not {self.preserve_captions}")
         if self.pool_seeds < 0:
             raise ErasekitError(f"pool_seeds must be ≥ 0, not {self.pool_seeds}")
         first, last = self.step_window
@@ -365,10 +360,7 @@ class Preservation:
         """The term a method's config asks for (`lam_preserve` > 0) over `preserve_prompts`, else None."""
         if not config.lam_preserve > 0:
             return None
-        texts = preserve_prompts(pipe, spec, config.preserve_captions)
-        if not texts:
-            raise ErasekitError("lam_preserve > 0 holds nothing: no preserved concepts and preserve_captions=0")
-        return cls(pipe, tuning, Prompts.encode(pipe, texts), config)
+        return cls(pipe, tuning, Prompts.encode(pipe, preserve_prompts(pipe, spec)), config)
 
     def loss(self, x, t, weights, generator) -> torch.Tensor:
         if self.draw is None:
@@ -384,12 +376,10 @@ class Preservation:
         return weighted_mse(predict(self.pipe, x, t, *rows), kept, weights)
 
 
-def preserve_prompts(pipe, spec, captions: int | None = None) -> list[str]:
+def preserve_prompts(pipe, spec) -> list[str]:
     """What the preservation term holds: the preserved concepts in the training templates, and captions without
-    the target (UCE's caption prior: ShapeWorld's scenes, or the built-in neutral list), all of them or the first
-    `captions`."""
-    kept = caption_list(pipe, spec.targets)
-    return (training_prompts(spec, spec.preserve) if spec.preserve else []) + kept[:captions]
+    the target (UCE's caption prior: ShapeWorld's scenes, or the built-in neutral list)."""
+    return (training_prompts(spec, spec.preserve) if spec.preserve else []) + caption_list(pipe, spec.targets)
 
 
 def check_weights(config, *names: str) -> None:
