@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
                        "take the training options steps, lr, batch_size, accumulation, seed, lora_rank, trainable, "
                        "sample_steps, step_window (e.g. [0.5,1]: x_t from the last half of the steps), pool_seeds "
                        "(trajectories per prompt sampled once and reused), loss_weighting (none, guidance), "
+                       "lam_preserve with preserve_latents (target, own: where the preserved prompts are held), "
                        "work_dir (checkpoints; a run found there resumes); train data-parallel with "
                        "'torchrun --nproc_per_node N -m erasekit.cli.main erase ...' (CPU) or 'accelerate launch "
                        "--num_processes N -m erasekit.cli.main erase ...' (GPUs).")
