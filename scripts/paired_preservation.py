@@ -17,19 +17,17 @@ import time
 import torch
 
 from erasekit.bench.run import row_options, row_spec
-from erasekit.detectors.shapeworld import predictions, shipped_classifier
+from erasekit.detectors.shapeworld import judge_each, shipped_classifier
 from erasekit.evaluation.prompts import shapeworld_sets
 from erasekit.methods import erase
 from erasekit.models import load_pipeline
 from erasekit.sampling import generate
-from erasekit.shapeworld.domain import LABELS
 
 
 def correct(pipe, classifier, attribute: str, items) -> list[bool]:
     """Per item: does the image show the value its prompt names?"""
     images = generate(pipe, [i.prompt for i in items], [i.seed for i in items], progress=False)
-    predicted = predictions(classifier, images)[attribute].argmax(-1)
-    return [LABELS[attribute][int(p)] == i.expected[attribute] for p, i in zip(predicted, items)]
+    return judge_each(images, [i.expected for i in items], classifier)[attribute]
 
 
 def main():

@@ -54,3 +54,13 @@ def test_custom_detector_with_a_threshold():
     assert detector.present(images).tolist() == [False, True] and detector.rate(images) == 0.5
     with pytest.raises(Exception, match="unknown evaluator"):
         for_concept("triangle", evaluator="clip")
+
+
+def test_judge_each_gives_one_verdict_per_image_naming_the_attribute_and_judge_their_share():
+    from erasekit.detectors.shapeworld import judge, judge_each
+    images = np.concatenate([procedural("square", n=2), procedural("circle", "striped", n=2)])
+    targets = [{"shape": "square"}, {"shape": "circle", "color": "red"}, {"texture": "striped"},
+               {"shape": "circle", "texture": "dotted"}]
+    verdicts = judge_each(images, targets)
+    assert verdicts == {"shape": [True, False, True], "color": [True], "texture": [True, False]}
+    assert judge(images, targets) == {"shape": 2 / 3, "color": 1.0, "texture": 0.5}

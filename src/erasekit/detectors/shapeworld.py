@@ -49,14 +49,20 @@ def shapeworld_detector(concept: str, classifier: ShapeWorldClassifier | None = 
                     settings={"attribute": attribute, "value": value.name, "version": "erasekit " + __version__})
 
 
-def judge(images, targets: list[dict[str, str]], classifier: ShapeWorldClassifier | None = None
-          ) -> dict[str, float]:
-    """Fraction of images whose predicted value equals the target, per attribute the targets name (one pass of
-    the classifier over the images)."""
+def judge_each(images, targets: list[dict[str, str]], classifier: ShapeWorldClassifier | None = None
+               ) -> dict[str, list[bool]]:
+    """Per attribute the targets name: for each image whose target names it, in order, whether the predicted value
+    equals the target (one pass of the classifier over the images)."""
     predicted = {a: p.argmax(-1) for a, p in predictions(classifier or shipped_classifier(), images).items()}
-    scores = {}
+    verdicts = {}
     for attribute in LABELS:
         rows = [(i, t[attribute]) for i, t in enumerate(targets) if attribute in t]
         if rows:
-            scores[attribute] = sum(LABELS[attribute][predicted[attribute][i]] == v for i, v in rows) / len(rows)
-    return scores
+            verdicts[attribute] = [LABELS[attribute][predicted[attribute][i]] == v for i, v in rows]
+    return verdicts
+
+
+def judge(images, targets: list[dict[str, str]], classifier: ShapeWorldClassifier | None = None
+          ) -> dict[str, float]:
+    """Fraction of images whose predicted value equals the target, per attribute the targets name."""
+    return {a: sum(v) / len(v) for a, v in judge_each(images, targets, classifier).items()}
