@@ -7,6 +7,7 @@ gained, on as many seeds as asked:
 
     python scripts/paired_preservation.py "tobias renn" esd-u --seeds 144
     python scripts/paired_preservation.py "tobias renn" esd-u --seeds 144 --options '{"lam_preserve": 2.0}'
+    python scripts/paired_preservation.py "tobias renn" esd-u --edit out/esd-u   # a saved edit, not trained again
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 
 from erasekit.bench.run import row_options, row_spec
 from erasekit.detectors.shapeworld import judge_each, shipped_classifier
+from erasekit.edits import load_edit
 from erasekit.evaluation.prompts import shapeworld_sets
 from erasekit.methods import erase
 from erasekit.models import load_pipeline
@@ -37,6 +39,8 @@ def main():
     parser.add_argument("--seeds", type=int, default=144, help="seeds per preserved value (the bench's are 0-47)")
     parser.add_argument("--options", default="{}", help="JSON laid over the row's options")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--edit", default="", help="a saved edit (e.g. tune_shapeworld.py --save) instead of training "
+                        "the row; the row then only names it")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe, classifier = load_pipeline(None), shipped_classifier()
@@ -46,7 +50,10 @@ def main():
     method, options = row_options(args.row, args.concept)
     options = {**options, **json.loads(args.options)}
     start = time.perf_counter()
-    edit = erase(pipe, method, row_spec(args.row, args.concept), **options)
+    if args.edit:
+        edit, options = load_edit(args.edit), {"edit": args.edit}
+    else:
+        edit = erase(pipe, method, row_spec(args.row, args.concept), **options)
     seconds = time.perf_counter() - start
     edit.apply(pipe)
     try:

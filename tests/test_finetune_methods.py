@@ -310,3 +310,38 @@ def test_two_processes_train_as_one_with_two_micro_batches(tiny_dirs, tmp_path):
     for name in single.param_names:
         torch.testing.assert_close(double.delta(name), single.delta(name), rtol=1e-4, atol=1e-7)
     assert any(not torch.allclose(one.delta(n), single.delta(n)) for n in one.param_names)
+
+
+def test_on_shapeworld_options_not_given_take_the_methods_shapeworld_settings(tiny_dirs, monkeypatch):
+    """A new user's bare call on ShapeWorld trains on the bench's budget (the authors' SD-sized defaults erase
+    nothing there in minutes), the caller's options over it; any other model keeps the authors' defaults."""
+    import dataclasses
+
+    from erasekit.methods import METHODS
+    seen = []
+
+    class Made:
+        metadata = {"protocol": {}}
+
+    for name in ("esd-x", "esd-u", "abo", "trce"):
+        monkeypatch.setitem(METHODS, name, dataclasses.replace(
+            METHODS[name], run=lambda pipe, spec, config: seen.append(config) or Made()))
+    world = erasekit.load_pipeline()
+    erasekit.erase(world, "esd-x", ["triangle"])
+    erasekit.erase(world, "esd-x", ["tobias renn"])
+    erasekit.erase(world, "esd-x", ["triangle"], lr=2e-3)
+    erasekit.erase(erasekit.load_pipeline(tiny_dirs["sd1"]), "esd-x", ["cat"])
+    assert [(c.lr, c.steps, c.lam_uncond) for c in seen] == [(1e-3, 100, 1.0), (7e-4, 100, 1.0), (2e-3, 100, 1.0),
+                                                             (5e-5, 200, 0.0)]
+    seen.clear()
+    erasekit.erase(world, "esd-u", ["tobias renn"])
+    erasekit.erase(world, "abo", ["triangle"])
+    erasekit.erase(world, "abo", ["triangle"], anchor="diamond")
+    erasekit.erase(world, "abo", preset="shapeworld/tobias renn", anchor="")
+    erasekit.erase(world, "trce", ["triangle"])
+    esd_u, plain, alternative, plain_style, trce = seen
+    assert (esd_u.lora_rank, esd_u.steps, esd_u.eta, esd_u.preserve_latents) == (8, 400, 2.0, "own")
+    assert (plain.eta, plain.batch_size, plain.sample_steps, plain.loss_weighting) == (0.5, 4, None, "guidance")
+    assert (alternative.batch_size, alternative.steps, alternative.loss_weighting) == (1, 100, "none")
+    assert (plain_style.lam_preserve, plain_style.lr, plain_style.sample_steps) == (1.0, 7e-4, 10)
+    assert (trce.steps, trce.sample_steps, trce.lr) == (100, 10, 1e-6)

@@ -12,7 +12,7 @@ success rates on ATTACK_IMAGES images each, `evaluation.redteam`; only when `att
 written "–"), i2i_persist (image-to-image from real target images, strengths 0.5 and 0.75),
 seconds_erase (training included).
 
-Rows are methods or named variants (VARIANTS); the fine-tuning methods train on the bench's budget (TRAINING).
+Rows are methods or named variants (VARIANTS); the fine-tuning methods train with their ShapeWorld settings.
 Rows erase the `shapeworld/<concept>` preset (an anchor and the preserved values), except the `-plain` rows, which
 erase the bare concept as a new user would call it (no anchor, nothing preserved). Every rate keeps its counts
 [k, n] in the row's "counts", from which the table writes its 95 % Wilson interval. Profiles (PROFILES): "main"
@@ -41,7 +41,7 @@ from ..evaluation.redteam import attack_once, successes
 from ..evaluation.metrics import ClassifierFeatures, frechet_distance
 from ..evaluation.prompts import shapeworld_sets
 from ..evaluation.scoring import score_shapeworld
-from ..methods import erase
+from ..methods import erase, shapeworld_settings
 from ..models import load_pipeline
 from ..version import __version__
 from ..sampling import generate, sampler_defaults
@@ -54,32 +54,18 @@ from ..utils.images import to_unit
 from .report import write_report
 from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, grid_name, markdown, tally
 
-# The bench's training budget for the fine-tuning methods on ShapeWorld (2 CPU cores): 100 optimiser steps, x_t
-# from 10-step DDIM trajectories. The methods' own defaults are their authors' (SD-sized) budgets.
-TRAINING = {"steps": 100, "sample_steps": 10}
 # ForceForget's ShapeWorld budget: 40 rounds of 32 ten-step samples (3/4 of the prompts naming the target), half of
 # each trajectory trained, 2 updates a round at lr 1e-2, PPO clip 0.2, DDPO's per-prompt advantage scale (DDPO's
 # lr 3e-4 and clip 1e-4, the method's defaults, and lr 3e-3 moved the adapter too little in minutes).
 FORCEFORGET = {"iterations": 40, "batch_size": 32, "sample_steps": 10, "timestep_fraction": 0.5, "inner_epochs": 2,
                "lr": 1e-2, "clip_range": 0.2, "advantage_scale": "prompt"}
-# Bench rows: a method, or a named variant of one (method, options).
+# Bench rows: a method, or a named variant of one (method, options). The fine-tuning methods train with their
+# ShapeWorld settings (their configs' `shapeworld_settings`, which `row_options` lays under these options).
 VARIANTS = {
     "trce-1": ("trce", {"stages": 1}),
-    "trce": ("trce", {"stages": 2, **TRAINING}),
-    # the empty prompt's prediction held (lam_uncond; ESD's loss alone lets it drift: FD 99 and 97, the style left
-    # in 22/84), x_t from the frozen model, each sample's loss over its guidance energy (seeds 100+, 4 a phrasing:
-    # triangle 0/84, FD 71.7); the authors' lr (5e-5) leaves the concepts intact. A style: ESD_X_ON_A_STYLE
-    "esd-x": ("esd-x", {"lr": 1e-3, "lam_uncond": 1.0, "loss_weighting": "guidance", **TRAINING}),
-    # ESD-u: rank-8 LoRA on its weights (full-rank, every weight moved: nothing erased at lr 3e-4, the model broken
-    # at 5e-4 and up), the empty prompt and the preserved prompts held, 300 steps (seeds 100+, 4 a phrasing: 0/84
-    # both concepts, FD 73.0 and 66.2; 200 steps left the triangle in 32/84; the bench's seeds at 16 a phrasing:
-    # 0/336 and 3/336, FD 71.9 and 67.8)
-    "esd-u": ("esd-u", {"lora_rank": 8, "lr": 3e-3, "lam_uncond": 1.0, "lam_preserve": 1.0,
-                        "loss_weighting": "guidance", **TRAINING, "steps": 300}),
-    # plain erasure (no alternative): the target's guidance pushed to -0.5 x the frozen one, each sample's loss over
-    # its guidance energy (at eta = 1, unweighted, the triangle's FD rose from 69.6 to 89.4)
-    "abo": ("abo", {"anchor": "", "eta": 0.5, "loss_weighting": "guidance", "lr": 1e-3, **TRAINING}),
-    "abo-alt": ("abo", {"lr": 1e-3, **TRAINING}),  # the target becomes ALTERNATIVES[concept]
+    "trce": ("trce", {"stages": 2}),
+    "abo": ("abo", {"anchor": ""}),  # plain erasure (no alternative)
+    "abo-alt": ("abo", {}),  # the target becomes ALTERNATIVES[concept]
     "gie": ("gie", {}),  # fixed w (EIUP v1), GIE's defaults (bench.gie_sweep)
     "gie-adapter": ("gie", {"adapter": "shipped"}),
     "gie-fast": ("gie", {"fast": True}),
@@ -91,38 +77,6 @@ VARIANTS = {
     "forceforget": ("forceforget", FORCEFORGET),
 }
 ALTERNATIVES = {"triangle": "diamond", "tobias renn": "mira solberg"}  # All-but-One's user-chosen alternatives
-# All-but-One's rows on a style also hold the preserved artists' and neutral captions' predictions (the style's
-# mapping spread to the other textures: abo-alt's FD 108 at seeds 100+), on 200 steps of 4 pooled samples (at batch 1
-# the outcome hung on the training seed: seed 1 left the style in up to 11/80, FD 89); seeds 100+, 16 a phrasing,
-# training seeds 0 and 1, both rows: 0/80 every form, 0/96 held-out, 48/48, FD 71-76 (original 68.9). Not on an
-# object, whose FD the preservation term raised (triangle abo-alt, three training seeds: 66-76 -> 77-86)
-ABO_BUDGET = {"steps": 200, "batch_size": 4, "pool_seeds": 4}
-ABO_ON_A_STYLE = {"lam_preserve": 1.0, **ABO_BUDGET}
-# Plain All-but-One on a style at lr 7e-4: at 1e-3 its FD, 75.825, sat on the aim's bound (1.1 x 68.93 = 75.82);
-# seeds 100+, 16 a phrasing, training seed 0: 0/80 every form, 0/96, 48/48, benign 160/160, FD 71.0
-PLAIN_ABO_ON_A_STYLE = {**ABO_ON_A_STYLE, "lr": 7e-4}
-# Plain All-but-One on an object, on the same budget from trajectories of the model's own sampler steps (at batch 1
-# and 100 steps the triangle was left in 1/80 a form, preservation 79/80; from 10-step trajectories at this budget:
-# FD 81.6). Seeds 100+, 16 a phrasing, training seeds 0 and 1: 0/80 every form, 0/96 held-out, 80/80, benign
-# 159-160/160, FD 75.6 and 72.5 (original 69.6)
-PLAIN_ABO_ON_AN_OBJECT = {**ABO_BUDGET, "sample_steps": None}
-# ESD-x on a style: lr 7e-4 (1e-3 gave FD 80.7 at seeds 100+). The bench's seeds 0-47 left the style in 3/240
-# explicit images (1.2 % [0.4, 3.6]). With the preserved prompts held on 200 steps of 4 pooled samples at lr 4e-4
-# (seeds 100+, 16 a phrasing: 0/80 every form, 47/48, FD 74.0) the bench's seeds 0-47 showed 0/1008, but the other
-# artists kept in 133/144 images (92.4 %; the original 142/144): a preservation drop of 6 points, not 1. At batch 1,
-# seeds 100+, 48 a phrasing, more erasure cost FD: 125 steps 2/240 explicit, FD 74.5; 150 steps 0/240, FD 78.8
-# (bound 75.8); eta 2: 1/240, FD 82.5
-ESD_X_ON_A_STYLE = {"lr": 7e-4}
-# ESD-u on a style: 400 steps of 4 pooled samples. At batch 1 and 300 steps the bench's seeds 0-15 left the style in
-# 0, 2 and 1 of 80; seeds 100+, 16 a phrasing, training seed 0: 0/80 every form, 0/96, 48/48, FD 67.5, 166 s (300
-# steps of 4: 0, 1, 1 of 80, FD 66.3; at lr 4e-3: 0, 2, 0 of 80 and 1/96). The bench's seeds 0-47 still left it in
-# 1/240 explicit and implicit; at eta 2 with the preserved prompts held on their own trajectories: 0/1008 (seeds
-# 100+, 48 a phrasing: 0/240 every form, 143/144, FD 69.5; eta 1 so held: 1/240 synonym; lam_preserve 2 and 3 at
-# eta 2: 2 and 4 of 720, the other artists' paired loss 6 and 3 of 432 against 7 at 1)
-ESD_U_ON_A_STYLE = {"steps": 400, "batch_size": 4, "pool_seeds": 4, "eta": 2.0, "preserve_latents": "own"}
-# A row's options on a style, laid over its own
-ON_A_STYLE = {"esd-x": ESD_X_ON_A_STYLE, "esd-u": ESD_U_ON_A_STYLE, "abo": PLAIN_ABO_ON_A_STYLE,
-              "abo-alt": ABO_ON_A_STYLE}
 PROFILES = {
     "main": ("uce", "uce-plain", "rece", "rece-plain", "trce-1", "trce-1-plain", "trce", "esd-x", "esd-u", "abo",
              "abo-alt", "gie", "gie-adapter"),
@@ -147,11 +101,8 @@ def row_options(label: str, concept: str) -> tuple[str, dict]:
         if concept not in ALTERNATIVES:
             raise ErasekitError(f"no alternative concept is set for {concept!r} (bench.ALTERNATIVES)")
         options = {**options, "anchor": ALTERNATIVES[concept]}
-    if label in ON_A_STYLE and preset("shapeworld/" + concept).kind == "style":
-        options = {**options, **ON_A_STYLE[label]}
-    elif label == "abo":
-        options = {**options, **PLAIN_ABO_ON_AN_OBJECT}
-    return method, options
+    spec = resolve(row_spec(label, concept), anchor=options.get("anchor"))
+    return method, {**shapeworld_settings(method, spec), **options}
 
 
 def row_spec(label: str, concept: str):

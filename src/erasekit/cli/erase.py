@@ -19,7 +19,9 @@ def add_parser(sub) -> None:
                        "sample_steps, step_window (e.g. [0.5,1]: x_t from the last half of the steps), pool_seeds "
                        "(trajectories per prompt sampled once and reused), loss_weighting (none, guidance), "
                        "lam_preserve with preserve_latents (target, own: where the preserved prompts are held), "
-                       "work_dir (checkpoints; a run found there resumes); train data-parallel with "
+                       "work_dir (checkpoints; a run found there resumes). Their defaults are the authors' (SD on "
+                       "GPUs); on ShapeWorld (no --model) the options not given take erasekit's ShapeWorld settings "
+                       "instead, the bench's (minutes on 2 cores; edit.json records them). Train data-parallel with "
                        "'torchrun --nproc_per_node N -m erasekit.cli.main erase ...' (CPU) or 'accelerate launch "
                        "--num_processes N -m erasekit.cli.main erase ...' (GPUs).")
     add_model(p)

@@ -9,17 +9,22 @@ import time
 from ..concepts import resolve
 from ..models.text import check_concept_words
 from . import abo, esd, forceforget, gie, rece, sld, trce, uce  # noqa: F401  (each registers itself)
-from .registry import METHODS, Method, make_config, register_method
+from .registry import METHODS, Method, make_config, register_method, shapeworld_settings
 
-__all__ = ["METHODS", "Method", "erase", "make_config", "register_method"]
+__all__ = ["METHODS", "Method", "erase", "make_config", "register_method", "shapeworld_settings"]
 
 
 def erase(pipe, method: str, concepts=None, *, anchor=None, preserve=None, preset=None, spec_file=None,
           templates=None, **config):
-    """Erase `concepts` from `pipe` with `method` and return the Edit (the pipeline is left unchanged)."""
-    cfg = make_config(method, **config)
+    """Erase `concepts` from `pipe` with `method` and return the Edit (the pipeline is left unchanged). On
+    ShapeWorld's pipeline the options not given take the method's ShapeWorld settings (`shapeworld_settings`: the
+    bench's budget; the edit's config records them), elsewhere its authors' defaults."""
+    make_config(method, **config)  # unknown or bad options fail before anything else
     spec = resolve(concepts, anchor=anchor, preserve=preserve, preset_name=preset, spec_file=spec_file,
                    templates=templates)
+    if getattr(pipe, "erasekit_shapeworld", False):
+        config = {**shapeworld_settings(method, spec), **config}
+    cfg = make_config(method, **config)
     check_concept_words(pipe, [*spec.targets, *spec.anchors, *spec.preserve])
     entry = METHODS[method]
     if entry.prepare is not None:

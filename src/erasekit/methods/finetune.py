@@ -200,10 +200,32 @@ class FineTuneConfig:
             raise ErasekitError(f"step_window must be (first, last) with 0 ≤ first < last ≤ 1, "
                                 f"not {self.step_window}")
 
+    @classmethod
+    def shapeworld_settings(cls, spec) -> dict:
+        """Options erasekit chose for ShapeWorld on 2 CPU cores (the bench's rows), laid under the caller's where the
+        pipeline is ShapeWorld's (`methods.erase`): the authors' budgets, sized for SD on GPUs, erase nothing there
+        in minutes. {}: the method's own defaults everywhere."""
+        return {}
+
     def training(self) -> TrainingConfig:
         return TrainingConfig(steps=self.steps, lr=self.lr, optimizer=self.optimizer, grad_clip=self.grad_clip,
                               accumulation=self.accumulation, seed=self.seed,
                               checkpoint_every=max(1, self.steps // 4), log_every=5)
+
+
+# The fine-tuners' budget on ShapeWorld (2 CPU cores): 100 optimiser steps, x_t from 10-step DDIM trajectories.
+SHAPEWORLD_BUDGET = {"steps": 100, "sample_steps": 10}
+
+
+def shapeworld_style(spec) -> bool:
+    """Is the concept a style of ShapeWorld's: its preset says so, or every target names a texture or its artist."""
+    if spec.kind == "style":
+        return True
+    from ..shapeworld.domain import find_concept
+    try:
+        return all(find_concept(target)[0] == "texture" for target in spec.targets)
+    except KeyError:
+        return False
 
 
 # Prompts the fine-tuning methods train on when the spec gives no templates of its own: the concept alone and in

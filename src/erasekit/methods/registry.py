@@ -28,6 +28,12 @@ def register_method(name: str, config_class: type, summary: str, prepare: Callab
     return wrap
 
 
+def shapeworld_settings(method: str, spec) -> dict:
+    """The options a method takes on ShapeWorld where the caller sets none (its config's `shapeworld_settings`)."""
+    settings = getattr(METHODS[method].config_class, "shapeworld_settings", None) if method in METHODS else None
+    return settings(spec) if settings else {}
+
+
 def make_config(method: str, **overrides):
     if method not in METHODS:
         raise ErasekitError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")

@@ -27,7 +27,7 @@ from ..closed_form.prior import caption_list, caption_prior, relative_weight
 from ..closed_form.rows import context_rows, pushed
 from ..closed_form.solver import solve
 from ..models import encode, kv_weights
-from .finetune import FineTuneConfig, finetuned_edit
+from .finetune import SHAPEWORLD_BUDGET, FineTuneConfig, finetuned_edit
 from .registry import register_method
 from .trce_stage2 import steer
 from .uce import to_edit
@@ -65,6 +65,10 @@ class TRCEConfig(FineTuneConfig):
     margin: float = 0.01
     lam_uncond: float = 100.0         # weight of keeping the stage-1 unconditional prediction
     early_fraction: float = 0.5       # x_t from the first half of the trajectory (t ∈ [480, 1000) of 50 steps)
+
+    @classmethod
+    def shapeworld_settings(cls, spec) -> dict:
+        return dict(SHAPEWORLD_BUDGET)  # stage 2 on the fine-tuners' ShapeWorld budget (the authors' lr)
 
 
 def concept_pairs(spec) -> list[tuple[str, str]]:
