@@ -178,7 +178,7 @@ def test_fine_tuned_rows_hold_a_styles_preserved_artists_and_the_empty_prompt_an
                                                              "anchor": "mira solberg", **style})
     assert row_options("abo", "tobias renn") == ("abo", {**row_options("abo-alt", "triangle")[1], "anchor": "",
                                                          "eta": 0.5, "loss_weighting": "guidance", **style,
-                                                         "lr": 7e-4})
+                                                         "lr": 7e-4, "lam_preserve": 2.0})
     assert "lam_preserve" not in row_options("abo", "triangle")[1]
     plain_on_an_object = row_options("abo", "triangle")[1]
     assert (plain_on_an_object["batch_size"], plain_on_an_object["steps"], plain_on_an_object["sample_steps"]) == \

@@ -343,5 +343,5 @@ def test_on_shapeworld_options_not_given_take_the_methods_shapeworld_settings(ti
     assert (esd_u.lora_rank, esd_u.steps, esd_u.eta, esd_u.preserve_latents) == (8, 400, 2.0, "own")
     assert (plain.eta, plain.batch_size, plain.sample_steps, plain.loss_weighting) == (0.5, 4, None, "guidance")
     assert (alternative.batch_size, alternative.steps, alternative.loss_weighting) == (1, 100, "none")
-    assert (plain_style.lam_preserve, plain_style.lr, plain_style.sample_steps) == (1.0, 7e-4, 10)
+    assert (plain_style.lam_preserve, plain_style.lr, plain_style.sample_steps) == (2.0, 7e-4, 10)
     assert (trce.steps, trce.sample_steps, trce.lr) == (100, 10, 1e-6)

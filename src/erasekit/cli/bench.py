@@ -26,11 +26,10 @@ def add_parsers(sub) -> None:
                    "(attacks: all; main, full: none, their cells –)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods or variants instead of the profile's (uce-plain, rece-plain, trce-1-plain: the bare "
-                   "concept, no preset; trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x (x_t "
-                   "on-policy), esd-u, abo (plain erasure at eta 0.5, guidance-weighted loss, 200 steps of 4 "
-                   "samples; on a shape from trajectories of the model's own sampler steps), abo-alt (triangle → "
-                   "diamond, tobias renn → mira solberg; on a style both abo rows hold the preserved artists, 200 "
-                   "steps of 4 samples): else 100 steps on x_t from 10-step trajectories; gie: its defaults "
+                   "concept, no preset; trce-1: TRCE's closed-form stage alone; trce: both stages; esd-x, esd-u, abo "
+                   "(plain erasure), abo-alt (triangle → diamond, tobias renn → mira solberg): the methods' "
+                   "ShapeWorld settings, which a call on ShapeWorld takes too (their configs' shapeworld_settings: "
+                   "100 steps on x_t from 10-step trajectories, more on a style); gie: its defaults "
                    "(fixed w = -2, half of a style's shapes' span spared); gie-adapter: the shipped scale "
                    "adapter; gie-fast: one branch; sld / sld-max: presets medium / max; forceforget: 40 RL rounds "
                    "of 32 samples at lr 1e-2, its reward curve in the report)")
