@@ -340,7 +340,8 @@ def test_on_shapeworld_options_not_given_take_the_methods_shapeworld_settings(ti
     erasekit.erase(world, "abo", preset="shapeworld/tobias renn", anchor="")
     erasekit.erase(world, "trce", ["triangle"])
     esd_u, plain, alternative, plain_style, trce = seen
-    assert (esd_u.lora_rank, esd_u.steps, esd_u.eta, esd_u.preserve_latents) == (8, 400, 2.0, "own")
+    assert (esd_u.lora_rank, esd_u.steps, esd_u.eta, esd_u.lam_preserve, esd_u.preserve_latents) == \
+        (8, 400, 2.5, 3.0, "own")
     assert (plain.eta, plain.batch_size, plain.sample_steps, plain.loss_weighting) == (0.5, 4, None, "guidance")
     assert (alternative.batch_size, alternative.steps, alternative.loss_weighting) == (1, 100, "none")
     assert (plain_style.lam_preserve, plain_style.lr, plain_style.sample_steps) == (2.0, 7e-4, 10)
