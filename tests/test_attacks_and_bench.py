@@ -187,7 +187,8 @@ def test_fine_tuned_rows_hold_a_styles_preserved_artists_and_the_empty_prompt_an
     esd_u = row_options("esd-u", "triangle")
     assert row_options("esd-u", "tobias renn") == ("esd-u", {**esd_u[1], "steps": 400, "batch_size": 4,
                                                              "pool_seeds": 4, "eta": 2.5,
-                                                             "lam_preserve": 3.0, "preserve_latents": "own"})
+                                                             "lam_preserve": 3.0, "preserve_latents": "own",
+                                                             "preserve_pool_seeds": 1})
     assert "eta" not in esd_u[1] and "preserve_latents" not in esd_u[1]
     assert (esd_u[1]["lora_rank"], esd_u[1]["steps"], esd_u[1]["lam_uncond"], esd_u[1]["lam_preserve"]) == \
         (8, 300, 1.0, 1.0)

@@ -127,6 +127,7 @@ def test_lora_runs_reproduce_from_their_seed_whatever_the_global_rng(tiny_dirs):
     ({"trainable": "no_such_layer"}, ErasekitError, "matches no parameter"),
     ({"loss_weighting": "snr"}, ErasekitError, "loss_weighting must be"),
     ({"pool_seeds": -1}, ErasekitError, "pool_seeds must be"),
+    ({"preserve_pool_seeds": -2}, ErasekitError, "preserve_pool_seeds must be"),
     ({"step_window": (0.8, 0.2)}, ErasekitError, "step_window must be"),
     ({"sample_model": "ema"}, ErasekitError, "sample_model must be"),
     ({"sample_model": "trained", "pool_seeds": 2}, ErasekitError, "needs sample_model='frozen'"),
@@ -261,6 +262,28 @@ def test_the_preservation_term_can_hold_the_preserved_prompts_on_their_own_traje
         erasekit.erase(pipe, "esd-u", ["cat"], **TINY, lam_preserve=1.0, preserve_latents="elsewhere")
 
 
+def test_the_preserved_prompts_pool_takes_its_own_number_of_trajectories(tiny_dirs, monkeypatch):
+    """`preserve_pool_seeds`: the preserved prompts (hundreds: the caption prior's) pool that many trajectories each,
+    the target's prompts `pool_seeds`; None: both `pool_seeds`."""
+    import erasekit.methods.finetune as finetune
+    from erasekit.concepts import resolve
+    from erasekit.methods.esd import ESDUConfig
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    spec = resolve(["cat"], preserve=["bird"])
+    pooled, sample = [], finetune.TrajectoryPool.sample.__func__
+    monkeypatch.setattr(finetune.TrajectoryPool, "sample", classmethod(
+        lambda cls, pipe, prompts, config, model, **kw: pooled.append(config.pool_seeds) or
+        sample(cls, pipe, prompts, config, model, **kw)))
+    for own, expected in ((None, 2), (1, 1)):
+        config = ESDUConfig(**TINY, lam_preserve=1.0, preserve_latents="own", pool_seeds=2,
+                            preserve_pool_seeds=own)
+        pooled.clear()
+        with finetune.FineTuning.of(pipe, config) as tuning:
+            term = finetune.Preservation.of(pipe, tuning, spec, config)
+            term.loss(torch.zeros(1, 4, 16, 16), torch.tensor(500), None, torch.Generator().manual_seed(0))
+        assert pooled == [expected] and term.config.pool_seeds == 2
+
+
 def test_a_loss_that_becomes_nan_stops_with_a_clear_error(tiny_dirs, monkeypatch):
     import erasekit.methods.abo as abo
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
@@ -340,8 +363,8 @@ def test_on_shapeworld_options_not_given_take_the_methods_shapeworld_settings(ti
     erasekit.erase(world, "abo", preset="shapeworld/tobias renn", anchor="")
     erasekit.erase(world, "trce", ["triangle"])
     esd_u, plain, alternative, plain_style, trce = seen
-    assert (esd_u.lora_rank, esd_u.steps, esd_u.eta, esd_u.lam_preserve, esd_u.preserve_latents) == \
-        (8, 400, 2.5, 3.0, "own")
+    assert (esd_u.lora_rank, esd_u.steps, esd_u.eta, esd_u.lam_preserve, esd_u.preserve_latents,
+            esd_u.preserve_pool_seeds) == (8, 400, 2.5, 3.0, "own", 1)
     assert (plain.eta, plain.batch_size, plain.sample_steps, plain.loss_weighting) == (0.5, 4, None, "guidance")
     assert (alternative.batch_size, alternative.steps, alternative.loss_weighting) == (1, 100, "none")
     assert (plain_style.lam_preserve, plain_style.lr, plain_style.sample_steps) == (2.0, 7e-4, 10)

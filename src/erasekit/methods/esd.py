@@ -74,16 +74,18 @@ class ESDUConfig(ESDConfig):
         # Rank-8 LoRA (full-rank, every weight moved: nothing erased at lr 3e-4, the model broken at 5e-4 and up),
         # the empty prompt and the preserved prompts held, 300 steps (seeds 100+, 4 a phrasing: 0/84 both concepts,
         # FD 73.0 and 66.2; 200 steps left the triangle in 32/84). A style: 400 steps of 4 pooled samples (at batch 1
-        # and 300 steps the bench's seeds 0-15 left it in 0, 2 and 1 of 80), at eta 2 with the preserved prompts held
-        # on their own trajectories, at eta 2.5 and lam_preserve 3 (seeds 100+, 48 a phrasing: 0/240 every form,
+        # and 300 steps the bench's seeds 0-15 left it in 0, 2 and 1 of 80), with the preserved prompts held on their
+        # own trajectories, at eta 2.5 and lam_preserve 3 (seeds 100+, 48 a phrasing: 0/240 every form,
         # 143/144, FD 69.9; the other artists paired, seeds 0-143: 5 of 432 lost, where eta 2 and lam_preserve 1 lost
-        # 7 and lam_preserve 4 lost 3 but let the style into 1/240; eta 1 so held: 1/240 synonym)
+        # 7 and lam_preserve 4 lost 3 but let the style into 1/240; eta 1 so held: 1/240 synonym). One pooled
+        # trajectory a preserved prompt, not 4 (300 captions: 53 s of a 198 s run): 0/1008, 142/144, FD 68.3, 7 lost
+        # paired, 145 s
         settings = {"lora_rank": 8, "lr": 3e-3, "lam_uncond": 1.0, "lam_preserve": 1.0,
                     "loss_weighting": "guidance", **SHAPEWORLD_BUDGET, "steps": 300}
         if not shapeworld_style(spec):
             return settings
         return {**settings, "steps": 400, "batch_size": 4, "pool_seeds": 4, "eta": 2.5,
-                "lam_preserve": 3.0, "preserve_latents": "own"}
+                "lam_preserve": 3.0, "preserve_latents": "own", "preserve_pool_seeds": 1}
 
 
 def esd(pipe, spec, config: ESDConfig, method: str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -182,6 +182,8 @@ class FineTuneConfig:
     gradient_checkpointing: bool = False
     preserve_latents: str = "target"  # where a method's preservation term (lam_preserve) holds the preserved
                                       # prompts: at the target's x_t, or "own" (their own frozen trajectories)
+    preserve_pool_seeds: int | None = None  # "own": trajectories pooled per preserved prompt (None: pool_seeds;
+                                            # they are hundreds of prompts, so 1 samples a quarter of 4's)
     work_dir: str = ""               # checkpoints and loss log here; a run found there resumes
 
     def __post_init__(self):
@@ -193,8 +195,9 @@ class FineTuneConfig:
             raise ErasekitError("pool_seeds reuses trajectories sampled once: it needs sample_model='frozen'")
         if self.preserve_latents not in ("target", "own"):
             raise ErasekitError(f"preserve_latents must be 'target' or 'own', not {self.preserve_latents!r}")
-        if self.pool_seeds < 0:
-            raise ErasekitError(f"pool_seeds must be ≥ 0, not {self.pool_seeds}")
+        for name in ("pool_seeds", "preserve_pool_seeds"):
+            if (getattr(self, name) or 0) < 0:
+                raise ErasekitError(f"{name} must be ≥ 0, not {getattr(self, name)}")
         first, last = self.step_window
         if not 0 <= first < last <= 1:
             raise ErasekitError(f"step_window must be (first, last) with 0 ≤ first < last ≤ 1, "
@@ -375,6 +378,8 @@ class Preservation:
 
     def __init__(self, pipe, tuning: FineTuning, prompts: Prompts, config: "FineTuneConfig"):
         self.pipe, self.tuning, self.config, self.prompts = pipe, tuning, config, prompts
+        if config.preserve_pool_seeds is not None:
+            config = replace(config, pool_seeds=config.preserve_pool_seeds)
         self.draw = latent_sampler(pipe, tuning, prompts, config) if config.preserve_latents == "own" else None
 
     @classmethod
