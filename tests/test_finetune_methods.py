@@ -131,6 +131,7 @@ def test_lora_runs_reproduce_from_their_seed_whatever_the_global_rng(tiny_dirs):
     ({"step_window": (0.8, 0.2)}, ErasekitError, "step_window must be"),
     ({"sample_model": "ema"}, ErasekitError, "sample_model must be"),
     ({"sample_model": "trained", "pool_seeds": 2}, ErasekitError, "needs sample_model='frozen'"),
+    ({"sample_model": "trained", "preserve_pool_seeds": 1}, ErasekitError, "preserve_pool_seeds reuses"),
 ])
 def test_bad_settings_are_refused_before_training(tiny_dirs, tmp_path, options, error, match):
     pipe = erasekit.load_pipeline(tiny_dirs["sd1"])

@@ -191,13 +191,14 @@ class FineTuneConfig:
             raise ErasekitError(f"loss_weighting must be 'none' or 'guidance', not {self.loss_weighting!r}")
         if self.sample_model not in ("frozen", "trained"):
             raise ErasekitError(f"sample_model must be 'frozen' or 'trained', not {self.sample_model!r}")
-        if self.sample_model == "trained" and self.pool_seeds:
-            raise ErasekitError("pool_seeds reuses trajectories sampled once: it needs sample_model='frozen'")
         if self.preserve_latents not in ("target", "own"):
             raise ErasekitError(f"preserve_latents must be 'target' or 'own', not {self.preserve_latents!r}")
         for name in ("pool_seeds", "preserve_pool_seeds"):
-            if (getattr(self, name) or 0) < 0:
-                raise ErasekitError(f"{name} must be ≥ 0, not {getattr(self, name)}")
+            value = getattr(self, name)
+            if self.sample_model == "trained" and value:
+                raise ErasekitError(f"{name} reuses trajectories sampled once: it needs sample_model='frozen'")
+            if (value or 0) < 0:
+                raise ErasekitError(f"{name} must be ≥ 0, not {value}")
         first, last = self.step_window
         if not 0 <= first < last <= 1:
             raise ErasekitError(f"step_window must be (first, last) with 0 ≤ first < last ≤ 1, "
@@ -378,9 +379,11 @@ class Preservation:
 
     def __init__(self, pipe, tuning: FineTuning, prompts: Prompts, config: "FineTuneConfig"):
         self.pipe, self.tuning, self.config, self.prompts = pipe, tuning, config, prompts
-        if config.preserve_pool_seeds is not None:
-            config = replace(config, pool_seeds=config.preserve_pool_seeds)
-        self.draw = latent_sampler(pipe, tuning, prompts, config) if config.preserve_latents == "own" else None
+        self.draw = None
+        if config.preserve_latents == "own":
+            own = config if config.preserve_pool_seeds is None else replace(config,
+                                                                           pool_seeds=config.preserve_pool_seeds)
+            self.draw = latent_sampler(pipe, tuning, prompts, own)
 
     @classmethod
     def of(cls, pipe, tuning: FineTuning, spec, config: "FineTuneConfig") -> "Preservation | None":
