@@ -9,7 +9,9 @@ after every row) and prints each row as it is measured.
                                    [--attacks concept-inversion unlearndiffatk] [--images 32] [--restarts K]
                                    [--kept-seeds 32] [--attack-seeds 1] [--also ring-a-bell p4d ...]
                                    [--anchor-alone] [--step tune|both] [--eta 0] [--tuning JSON]
-                                   [--threads N]
+                                   [--threads N] [--save DIR]
+
+--save DIR keeps each hardened edit with its rounds' plot (DIR/<concept>-<start>/edit.json, history.png).
 """
 import argparse
 import inspect
@@ -27,7 +29,7 @@ from erasekit.evaluation.prompts import shapeworld_sets
 from erasekit.evaluation.redteam import AttackOutcome, attack_once
 from erasekit.evaluation.scoring import score_shapeworld
 from erasekit.attacks import ATTACKS
-from erasekit.harden import HARDENABLE, HardenConfig
+from erasekit.harden import HARDENABLE, HardenConfig, save_hardened
 from erasekit.harden.config import STEPS
 
 
@@ -116,6 +118,7 @@ def main() -> None:
                         "options, e.g. '{\"preserve_latents\": \"own\"}')")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="out/harden_table.md")
+    parser.add_argument("--save", metavar="DIR", help="keep each hardened edit and its history plot under DIR")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe, classifier = erasekit.load_pipeline(None), shipped_classifier()
@@ -133,6 +136,8 @@ def main() -> None:
                                        anchor_alone=args.anchor_alone, step=args.step, eta=args.eta, tuning=json.loads(args.tuning),
                                        backoff=HardenConfig.backoff if args.eta > 0 else (), log=print)
             print(f"{concept} | {label}: hardened in {time.perf_counter() - t:.0f} s", flush=True)
+            if args.save:
+                save_hardened(hardened, Path(args.save) / f"{concept.replace(' ', '-')}-{label}")
             after = measure(pipe, hardened, concept, measured, args.images, classifier, args.kept_seeds,
                             args.attack_seeds)
             rows.append(row(concept, label, before, after, hardened.metadata["protocol"]["hardening"], measured))

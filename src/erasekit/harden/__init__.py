@@ -30,6 +30,7 @@ closed-form edit's round and then fine-tunes on top of it.
 """
 from .config import CLOSED_FORM, HARDENABLE, TUNED, HardenConfig
 from .loop import harden
-from .output import harden_folder, history_plot
+from .output import harden_folder, history_plot, save_hardened
 
-__all__ = ["CLOSED_FORM", "HARDENABLE", "TUNED", "HardenConfig", "harden", "harden_folder", "history_plot"]
+__all__ = ["CLOSED_FORM", "HARDENABLE", "TUNED", "HardenConfig", "harden", "harden_folder", "history_plot",
+           "save_hardened"]

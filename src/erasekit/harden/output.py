@@ -37,7 +37,14 @@ def harden_folder(edit_dir: str | Path, out: str | Path, model: str | None = Non
     check_request(edit, HardenConfig(**options))  # before the model loads
     pipe = load_pipeline(model)
     hardened = harden(pipe, edit, log=log, **options)
+    save_hardened(hardened, out)
+    return hardened
+
+
+def save_hardened(hardened, out: str | Path) -> Path:
+    """A hardened edit (edit.json, tensors) and its rounds' plot (history.png) written to `out` in one step."""
+    out = Path(out)
     with atomic_dir(out) as tmp:
         hardened.save(tmp, overwrite=True)
         save_image(history_plot(hardened.metadata["protocol"]["hardening"]["rounds"]), tmp / PLOT)
-    return hardened
+    return out
