@@ -31,6 +31,7 @@ from erasekit.evaluation.scoring import score_shapeworld
 from erasekit.attacks import ATTACKS
 from erasekit.harden import HARDENABLE, HardenConfig, save_hardened
 from erasekit.harden.config import STEPS
+from erasekit.utils.files import slug
 
 
 def kept(pipe, concept: str, classifier, seeds: int) -> dict:
@@ -137,7 +138,7 @@ def main() -> None:
                                        backoff=HardenConfig.backoff if args.eta > 0 else (), log=print)
             print(f"{concept} | {label}: hardened in {time.perf_counter() - t:.0f} s", flush=True)
             if args.save:
-                save_hardened(hardened, Path(args.save) / f"{concept.replace(' ', '-')}-{label}")
+                save_hardened(hardened, Path(args.save) / f"{slug(concept)}-{label}")
             after = measure(pipe, hardened, concept, measured, args.images, classifier, args.kept_seeds,
                             args.attack_seeds)
             rows.append(row(concept, label, before, after, hardened.metadata["protocol"]["hardening"], measured))
