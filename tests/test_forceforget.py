@@ -187,6 +187,11 @@ def test_rewards_and_policy_pieces():
     loss, stats = clipped_policy_loss(log_prob, old, torch.tensor([1.0, 1.0]), clip_range=0.2)
     assert torch.isclose(loss, torch.tensor(-(1.0 + 1.2) / 2))  # the second ratio (e) is clipped to 1.2
     assert stats["clipped"] == 0.5
+    # an action hundreds of nats more likely than when sampled: finite loss and gradients, not inf·0
+    log_prob = torch.tensor([300.0, -300.0, 300.0], requires_grad=True)
+    loss, _ = clipped_policy_loss(log_prob, torch.zeros(3), torch.tensor([-1.0, 1.0, 0.0]), clip_range=0.2)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(log_prob.grad).all()
 
 
 def test_trained_timesteps_are_a_random_share_or_the_first_or_last_steps():
@@ -408,3 +413,57 @@ def test_keep_early_holds_the_target_samples_from_noise_before_the_exploring_ste
     benign = sum(not p.harmful for p in r.prompts)
     assert counts[False, 0] == counts[False, 2] == counts[True, 2] == 8 + benign  # the unconditional rows + benign
     assert counts[True, 0] == 8 + benign + len(from_noise)
+
+
+def test_switched_actions_share_the_policys_states_and_are_scored_as_its_own_actions(tiny_dirs):
+    from erasekit.methods.forceforget import ForceForgetConfig, prompt_pool, rollout
+    from erasekit.methods.forceforget.explore import switching_rows
+    from erasekit.sampling import trajectory
+    from diffusers.utils.torch_utils import randn_tensor
+    from erasekit.sampling.trajectory import conditioning, denoise, initial_latents, transition_log_prob
+    ids, harmful = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2], [True, True, False]
+    switch = switching_rows(ids, harmful, 4, 1.0, torch.Generator().manual_seed(0))
+    assert switch == [False, True, False, True] * 2 + [False] * 4  # every other sample of each target group
+    assert sum(switching_rows(ids, harmful, 4, 0.5, torch.Generator().manual_seed(0))) == 2  # one group of two
+
+    pipe = erasekit.load_pipeline(tiny_dirs["sd1"])
+    config = ForceForgetConfig(**{**TINY, "reward": "auto", "sample_steps": 4, "batch_size": 8,
+                                  "samples_per_prompt": 4, "harmful_share": 1.0},
+                               explore_share=1.0, explore_from=0.5, explore_mode="switch")
+    pool = prompt_pool(erasekit.concepts.resolve(["cat"]), config)
+    r = rollout.sample_round(pipe, pool, FixedReward(), config, 0)
+    rows = [i for i, s in enumerate(r.switched) if s]
+    assert rows == [1, 3, 5, 7] and r.exploring == r.switched and r.valid is None  # every step trains
+    seeds = _round_seeds(pool, config)
+    plain = trajectory(pipe, [p.text for p in r.prompts], seeds, steps=4, guidance=config.guidance, eta=1.0,
+                       keep="all", log_probs=True)
+    for k in range(3):  # up to the switch (step 2) every sample is the policy's own
+        torch.testing.assert_close(r.latents[:, k], plain.latents[k])
+    stay = [i for i in range(8) if i not in rows]
+    torch.testing.assert_close(r.latents[stay, -1], plain.final[stay])
+    torch.testing.assert_close(r.log_probs[stay], plain.log_probs[stay])
+    assert not torch.allclose(r.latents[rows, -1], plain.final[rows])
+    scheduler = rollout.schedule(pipe, config)
+    own = conditioning(pipe, [r.prompts[i].text for i in rows], guidance=r.cond.guidance)
+    neutral = conditioning(pipe, [r.prompts[i].neutral for i in rows], guidance=r.cond.guidance)
+    assert all("cat" not in r.prompts[i].neutral for i in rows)
+    for k in (2, 3):
+        t, x, nxt = scheduler.timesteps[k], r.latents[rows, k], r.latents[rows, k + 1]
+        torch.testing.assert_close(r.log_probs[rows, k], transition_log_prob(pipe, scheduler, own, x, t, nxt, 1.0))
+    # from the switch on, the neutral captions drew the steps, with each image's own noise stream continued
+    x, generators = initial_latents(pipe, [seeds[i] for i in rows])
+    for _ in range(2):
+        randn_tensor(x.shape, generator=generators)
+    tail = denoise(pipe, neutral, r.latents[rows, 2], scheduler, generators, start=2, eta=1.0)
+    torch.testing.assert_close(r.latents[rows, -1], tail.final)
+    with pytest.raises(ErasekitError, match="explore_mode"):
+        ForceForgetConfig(explore_mode="sideways")
+
+
+def _round_seeds(pool, config):
+    """The image seeds `sample_round` draws for round 0 (after the prompts)."""
+    from erasekit.methods.forceforget.rollout import draw_prompts
+    from erasekit.training import generator
+    gen = generator(config.seed, "round", 0)
+    draw_prompts(pool, config.batch_size, config.samples_per_prompt, config.harmful_share, gen)
+    return torch.randint(0, 2**31 - 1, (config.batch_size,), generator=gen).tolist()

@@ -41,12 +41,19 @@ def prompt_advantages(rewards: torch.Tensor, prompt_ids: list[int], scale: str =
     return (residuals / (std + eps)).float()
 
 
+LOG_RATIO_CAP = 10.0
+
+
 def clipped_policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
                         clip_range: float, advantage_clip: float = 5.0) -> tuple[torch.Tensor, dict]:
     """PPO's clipped surrogate, as a loss to minimise: mean of max(−A·ρ, −A·clip(ρ, 1 ± ε)), ρ = exp(log π − log
-    π_old). Returns the loss and diagnostics (approximate KL, fraction of ratios clipped)."""
+    π_old). Returns the loss and diagnostics (approximate KL, fraction of ratios clipped).
+
+    The log-ratio is capped at 10 before exp: an action far from the policy's mean (ForceForget's switched actions)
+    can move its log-probability by hundreds in one update, and exp would overflow to inf (NaN gradients); past the
+    cap the sample trains no further, as dual-clip PPO bounds a negative advantage's term."""
     advantages = advantages.clamp(-advantage_clip, advantage_clip)
-    ratio = torch.exp(log_prob - old_log_prob)
+    ratio = torch.exp((log_prob - old_log_prob).clamp(max=LOG_RATIO_CAP))
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
     loss = torch.maximum(unclipped, clipped).mean()

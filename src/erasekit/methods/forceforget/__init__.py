@@ -25,7 +25,8 @@ the directions where the target prompts' rows carry most energy against the beni
 (`reader.py`), so the policy cannot move anything else; `projections="v"` adapts the values only;
 `align_anchor` adds the spec's anchor to ShapeWorld's r_align (the paper's anchor-text term); `explore_share`
 starts a share of the target prompts' samples late, from images of their neutral captions (`explore.py`), so that a
-world that always draws the target still gives the policy samples without it to reinforce; `keep_early` holds the
+world that always draws the target still gives the policy samples without it to reinforce (`explore_mode="switch"`:
+half of such a group's samples from noise finish under the neutral caption instead); `keep_early` holds the
 target prompts' samples from noise to the original before the exploring steps. Neither erases cleanly on ShapeWorld
 (README).
 
@@ -100,7 +101,9 @@ class ForceForgetConfig:
     explore_share: float = 0.0       # erasekit's: share of a round's target-prompt groups that start late from an
                                      # image of their neutral caption (`explore.py`); 0: all from noise (DDPO's)
     explore_from: float = 0.7        # erasekit's: exploring starts fall on the stochastic steps from this share of
-                                     # the schedule on (10 steps: 7 or 8)
+                                     # the schedule on (10 steps: 7 or 8); switched actions begin at the first
+    explore_mode: str = "start"      # erasekit's: "start" (late starts from neutral images) | "switch" (half of a
+                                     # chosen group finishes from explore_from under the neutral caption; `explore.py`)
     keep_early: bool = False         # erasekit's: the keep term (lam_keep) also holds the target prompts' own
                                      # predictions on their samples from noise at the steps before explore_from,
                                      # which exploring starts never train (needs lam_keep > 0)
@@ -133,6 +136,8 @@ class ForceForgetConfig:
         if not 0 <= self.explore_share <= 1 or not 0 < self.explore_from < 1:
             raise ErasekitError(f"explore_share must be in [0, 1] and explore_from in (0, 1), not "
                                 f"{self.explore_share} and {self.explore_from}")
+        if self.explore_mode not in ("start", "switch"):
+            raise ErasekitError(f"explore_mode must be start or switch, not {self.explore_mode!r}")
         if self.keep_samples < 1:
             raise ErasekitError(f"keep_samples must be ≥ 1, not {self.keep_samples}")
         for name in ("lam_safe", "lam_align", "clip_range", "lam_keep"):

@@ -1,7 +1,8 @@
 """One round of ForceForget's policy sampling (DDPO): draw prompts from the pool, sample them with DDIM η = 1
 keeping every step's latents and log-probability, score the images, and normalise the rewards per prompt.
 
-With exploring starts (`explore.py`) a share of the target prompts' groups starts late instead.
+With exploring starts (`explore.py`) a share of the target prompts' groups starts late instead; with switched
+actions (`explore_mode="switch"`) half of such a group's samples finish under the prompt's neutral caption.
 
 Under data-parallel training each process samples its share of the round's images (image i on process i mod N);
 the rewards are gathered so every process normalises with the same statistics."""
@@ -15,7 +16,7 @@ from ...errors import ErasekitError
 from ...sampling import conditioning, ddim_scheduler, decode, settings, trajectory
 from ...sampling.trajectory import step_std
 from ...training import check_rewards, generator, prompt_advantages, world
-from .explore import explore, exploring_plan, source_latents
+from .explore import explore, exploring_plan, source_latents, switched, switching_rows
 from .pool import PoolPrompt
 
 
@@ -30,11 +31,12 @@ class Rollout:
     local_rewards: torch.Tensor      # (n,): this process's samples
     parts: dict                      # mean r_safe / r_align (this process's samples)
     starts: list[int] | None = None  # per sample: the step its trajectory started at (exploring starts, `explore.py`)
+    switched: list[bool] | None = None  # per sample: it finished under its neutral caption (switched actions)
 
     @property
     def exploring(self) -> list[bool] | None:
-        """Per sample: it started late."""
-        return None if self.starts is None else [s > 0 for s in self.starts]
+        """Per sample: it started late, or switched."""
+        return self.switched if self.starts is None else [s > 0 for s in self.starts]
 
     @property
     def valid(self) -> torch.Tensor | None:
@@ -63,15 +65,23 @@ def sample_round(pipe, pool, reward, config, round_index: int) -> Rollout:
     gen = generator(config.seed, "round", round_index)
     ids = draw_prompts(pool, config.batch_size, config.samples_per_prompt, config.harmful_share, gen)
     seeds = torch.randint(0, 2**31 - 1, (len(ids),), generator=gen).tolist()
-    plan = None
-    if config.explore_share > 0:
+    plan = switch = None
+    if config.explore_share > 0 and config.explore_mode == "switch":
+        switch = switching_rows(ids, [p.harmful for p in pool], config.samples_per_prompt, config.explore_share, gen)
+    elif config.explore_share > 0:
         plan = exploring_plan(ids, [p.harmful for p in pool], config.samples_per_prompt, config.explore_share,
                               explore_steps(pipe, config), gen)
     processes, rank = world()
     mine = list(range(rank, len(ids), processes))
     prompts = [pool[ids[i]] for i in mine]
     with torch.no_grad():
-        if plan is None:
+        if switch is not None:
+            steps, guidance = settings(pipe, config.sample_steps, config.guidance)
+            latents, log_probs, cond = switched(
+                pipe, schedule(pipe, config), [p.text for p in prompts], [p.neutral for p in prompts],
+                [seeds[i] for i in mine], [switch[i] for i in mine], explore_steps(pipe, config)[0], guidance,
+                config.eta)
+        elif plan is None:
             traj = trajectory(pipe, [p.text for p in prompts], [seeds[i] for i in mine], steps=config.sample_steps,
                               guidance=config.guidance, eta=config.eta, keep="all", log_probs=True)
             latents, log_probs, cond = _stacked(traj), traj.log_probs, traj.cond
@@ -84,7 +94,8 @@ def sample_round(pipe, pool, reward, config, round_index: int) -> Rollout:
     groups = ids if plan is None else plan.group_ids(ids, len(pool))
     advantages = prompt_advantages(rewards, groups, config.advantage_scale)[mine]
     starts = None if plan is None else [plan.starts[i] for i in mine]
-    return Rollout(prompts, latents, log_probs, advantages, cond, rewards, local, parts, starts)
+    switched_here = None if switch is None else [switch[i] for i in mine]
+    return Rollout(prompts, latents, log_probs, advantages, cond, rewards, local, parts, starts, switched_here)
 
 
 def _stacked(traj) -> torch.Tensor:
