@@ -347,7 +347,7 @@ def test_on_shapeworld_options_not_given_take_the_methods_shapeworld_settings(ti
     class Made:
         metadata = {"protocol": {}}
 
-    for name in ("esd-x", "esd-u", "abo", "trce"):
+    for name in ("esd-x", "esd-u", "abo", "trce", "forceforget"):
         monkeypatch.setitem(METHODS, name, dataclasses.replace(
             METHODS[name], run=lambda pipe, spec, config: seen.append(config) or Made()))
     world = erasekit.load_pipeline()
@@ -370,3 +370,12 @@ def test_on_shapeworld_options_not_given_take_the_methods_shapeworld_settings(ti
     assert (alternative.batch_size, alternative.steps, alternative.loss_weighting) == (1, 100, "none")
     assert (plain_style.lam_preserve, plain_style.lr, plain_style.sample_steps) == (2.0, 7e-4, 10)
     assert (trce.steps, trce.sample_steps, trce.lr) == (100, 10, 1e-6)
+    seen.clear()
+    erasekit.erase(world, "forceforget", ["triangle"])  # switched actions from where each concept is decided
+    erasekit.erase(world, "forceforget", preset="shapeworld/tobias renn", lr=3e-3)
+    erasekit.erase(erasekit.load_pipeline(tiny_dirs["sd1"]), "forceforget", ["cat"], reward="detector-clip",
+                   clip_model="unused")
+    shape, style, other = seen
+    assert (shape.explore_mode, shape.explore_from, shape.lr, shape.reader_dims) == ("switch", 0.7, 1e-2, 1)
+    assert (style.explore_from, style.timestep_fraction, style.lr) == (0.3, 0.7, 3e-3)
+    assert (other.explore_share, other.lr, other.reader_dims) == (0.0, 3e-4, 0)  # the paper's (DDPO's) elsewhere

@@ -54,13 +54,8 @@ from ..utils.images import to_unit
 from .report import write_report
 from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, grid_name, markdown, tally
 
-# ForceForget's ShapeWorld budget: 40 rounds of 32 ten-step samples (3/4 of the prompts naming the target), half of
-# each trajectory trained, 2 updates a round at lr 1e-2, PPO clip 0.2, DDPO's per-prompt advantage scale (DDPO's
-# lr 3e-4 and clip 1e-4, the method's defaults, and lr 3e-3 moved the adapter too little in minutes).
-FORCEFORGET = {"iterations": 40, "batch_size": 32, "sample_steps": 10, "timestep_fraction": 0.5, "inner_epochs": 2,
-               "lr": 1e-2, "clip_range": 0.2, "advantage_scale": "prompt"}
-# Bench rows: a method, or a named variant of one (method, options). The fine-tuning methods train with their
-# ShapeWorld settings (their configs' `shapeworld_settings`, which `row_options` lays under these options).
+# Bench rows: a method, or a named variant of one (method, options). The fine-tuning and reward-trained methods
+# train with their ShapeWorld settings (their configs' `shapeworld_settings`, which `row_options` lays under these options).
 VARIANTS = {
     "trce-1": ("trce", {"stages": 1}),
     "trce": ("trce", {"stages": 2}),
@@ -74,7 +69,6 @@ VARIANTS = {
     "uce-plain": ("uce", {}),
     "rece-plain": ("rece", {}),
     "trce-1-plain": ("trce", {"stages": 1}),
-    "forceforget": ("forceforget", FORCEFORGET),
 }
 ALTERNATIVES = {"triangle": "diamond", "tobias renn": "mira solberg"}  # All-but-One's user-chosen alternatives
 PROFILES = {
