@@ -7,7 +7,7 @@ attributes kept, FD (the bench's 64 scenes) and the training seconds; prints one
 
 `--bench-options` starts from the bench's options for the method (bench.VARIANTS / row_options) and lays the
 JSON over them; `--plain` erases the bare word instead of the `shapeworld/<concept>` preset; `--save DIR` keeps
-the edit, `--grid PNG` draws the concept's and other shapes' prompts with it; a ForceForget edit's reward per
+the edit, `--edit DIR` measures a saved edit instead of training one, `--grid PNG` draws the concept's and other shapes' prompts with it; a ForceForget edit's reward per
 round (every fourth) is printed before the figures.
 """
 import argparse
@@ -42,6 +42,7 @@ def main():
     parser.add_argument("--plain", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save", default="")
+    parser.add_argument("--edit", default="", help="measure this saved edit (no training; options are ignored)")
     parser.add_argument("--grid", default="")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -52,8 +53,8 @@ def main():
     pipe = erasekit.load_pipeline(None)
     spec = resolve([args.concept]) if args.plain else preset("shapeworld/" + args.concept)
     start = time.perf_counter()
-    edit = erasekit.erase(pipe, method, spec, **options)
-    seconds = time.perf_counter() - start
+    edit = erasekit.load_edit(args.edit) if args.edit else erasekit.erase(pipe, method, spec, **options)
+    seconds = None if args.edit else time.perf_counter() - start
     if args.save:
         edit.save(args.save)
     for record in edit.metadata["protocol"].get("rewards", [])[::4]:
@@ -68,7 +69,8 @@ def main():
     rate, n = held_out_detection(pipe, args.concept, shipped_classifier(), 2 * args.seeds)
     prompts, reference = fd_scenes(args.concept, 64)
     fd = frechet(shipped_classifier(), erasekit.generate(pipe, prompts, list(range(64)), progress=False), reference)
-    print(json.dumps({"concept": args.concept, "method": method, "options": options, "train_s": round(seconds, 1),
+    print(json.dumps({"concept": args.concept, "method": method, "options": options, "train_s": seconds and round(seconds, 1),
+                      "edit": args.edit or None,
                       "fd": round(fd, 1), "heldout": f"{round(rate * n)}/{n}", **counts}), flush=True)
 
 

@@ -27,8 +27,9 @@ the directions where the target prompts' rows carry most energy against the beni
 starts a share of the target prompts' samples late, from images of their neutral captions (`explore.py`), so that a
 world that always draws the target still gives the policy samples without it to reinforce (`explore_mode="switch"`:
 half of such a group's samples from noise finish under the neutral caption instead); `keep_early` holds the
-target prompts' samples from noise to the original before the exploring steps. Neither erases cleanly on ShapeWorld
-(README).
+target prompts' samples from noise to the original before the exploring steps. Exploring starts do not erase
+cleanly on ShapeWorld; switched actions with the keep term do, and are ShapeWorld's settings (`shapeworld_settings`,
+which a call on ShapeWorld takes where the caller sets nothing; README). Elsewhere the defaults are the paper's.
 
 Each optimiser step trains every sampled trajectory at `timestep_fraction` of its steps (a random share, DDPO's,
 or always the first or last ones: `timestep_choice`; the accumulated micro-batches of one step are its timesteps,
