@@ -377,5 +377,6 @@ def test_on_shapeworld_options_not_given_take_the_methods_shapeworld_settings(ti
                    clip_model="unused")
     shape, style, other = seen
     assert (shape.explore_mode, shape.explore_from, shape.lr, shape.reader_dims) == ("switch", 0.7, 1e-2, 1)
-    assert (style.explore_from, style.timestep_fraction, style.lr) == (0.3, 0.7, 3e-3)
+    assert (style.explore_from, style.timestep_fraction, style.advantage_scale, style.lr) == (0.3, 0.7, "pooled", 3e-3)
+    assert shape.advantage_scale == "prompt"
     assert (other.explore_share, other.lr, other.reader_dims) == (0.0, 3e-4, 0)  # the paper's (DDPO's) elsewhere
