@@ -16,7 +16,7 @@ def add_parsers(sub) -> None:
                        "DIR/bench.md and DIR/report.html.")
     add_model(p, " (a ShapeWorld-vocabulary model)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="main",
-                   help="which rows: main (the README's main job, 17-22 min on 2 cores: " +
+                   help="which rows: main (the README's main job, 17-23 min on 2 cores: " +
                    " ".join(PROFILES["main"]) + "; no attack columns but Ring-A-Bell's), full (also gie-fast, "
                    "sld, sld-max and forceforget, about 20 min more; `--methods forceforget` alone, the original "
                    "rows included: 11 min) or attacks (main's rows and sld-max, every attack column on 80 images "
