@@ -7,8 +7,8 @@ attributes kept, FD (the bench's 64 scenes) and the training seconds; prints one
 
 `--bench-options` starts from the bench's options for the method (bench.VARIANTS / row_options) and lays the
 JSON over them; `--plain` erases the bare word instead of the `shapeworld/<concept>` preset; `--save DIR` keeps
-the edit, `--edit DIR` measures a saved edit instead of training one, `--grid PNG` draws the concept's and other shapes' prompts with it; a ForceForget edit's reward per
-round (every fourth) is printed before the figures.
+the edit, `--edit DIR` measures a saved edit instead of training one, `--grid PNG` draws the concept's and other
+shapes' prompts with it; a ForceForget edit's reward per round (every fourth) is printed before the figures.
 """
 import argparse
 import json
@@ -69,8 +69,8 @@ def main():
     rate, n = held_out_detection(pipe, args.concept, shipped_classifier(), 2 * args.seeds)
     prompts, reference = fd_scenes(args.concept, 64)
     fd = frechet(shipped_classifier(), erasekit.generate(pipe, prompts, list(range(64)), progress=False), reference)
-    print(json.dumps({"concept": args.concept, "method": method, "options": options, "train_s": seconds and round(seconds, 1),
-                      "edit": args.edit or None,
+    print(json.dumps({"concept": args.concept, "method": method, "options": options, "edit": args.edit or None,
+                      "train_s": None if seconds is None else round(seconds, 1),
                       "fd": round(fd, 1), "heldout": f"{round(rate * n)}/{n}", **counts}), flush=True)
 
 

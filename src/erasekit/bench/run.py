@@ -55,7 +55,8 @@ from .report import write_report
 from .table import ATTACK_COLUMNS, COLUMNS, attack_grid_name, grid_name, markdown, tally
 
 # Bench rows: a method, or a named variant of one (method, options). The fine-tuning and reward-trained methods
-# train with their ShapeWorld settings (their configs' `shapeworld_settings`, which `row_options` lays under these options).
+# train with their ShapeWorld settings (their configs' `shapeworld_settings`, which `row_options` lays under these
+# options).
 VARIANTS = {
     "trce-1": ("trce", {"stages": 1}),
     "trce": ("trce", {"stages": 2}),

@@ -94,14 +94,16 @@ def switched(pipe, scheduler, texts: list[str], neutral: list[str], seeds: list[
             continue
         words = [(neutral if flag else texts)[i] for i in rows]
         tail = denoise(pipe, conditioning(pipe, words, guidance=guidance), head.final[rows], scheduler,
-                       [generators[i] for i in rows], start=first, eta=eta, keep="all", log_probs=True)
+                       [generators[i] for i in rows], start=first, eta=eta, keep="all", log_probs=not flag)
         latents[rows, first:] = torch.stack([tail.latents[k] for k in range(first, steps + 1)], dim=1)
-        log_probs[rows, first:] = tail.log_probs
-        if flag:  # the policy's log-probability of the neutral caption's actions
-            own = conditioning(pipe, [texts[i] for i in rows], guidance=guidance)
-            log_probs[rows, first:] = torch.stack(
-                [transition_log_prob(pipe, scheduler, own, latents[rows, k], scheduler.timesteps[k],
-                                     latents[rows, k + 1], eta) for k in range(first, steps)], dim=1)
+        if not flag:
+            log_probs[rows, first:] = tail.log_probs
+            continue
+        # the policy's log-probability of the actions its neutral captions took
+        own = conditioning(pipe, [texts[i] for i in rows], guidance=guidance)
+        log_probs[rows, first:] = torch.stack(
+            [transition_log_prob(pipe, scheduler, own, latents[rows, k], scheduler.timesteps[k], latents[rows, k + 1],
+                                 eta) for k in range(first, steps)], dim=1)
     return latents, log_probs, cond
 
 

@@ -76,7 +76,7 @@ def sample_round(pipe, pool, reward, config, round_index: int) -> Rollout:
     prompts = [pool[ids[i]] for i in mine]
     with torch.no_grad():
         if switch is not None:
-            steps, guidance = settings(pipe, config.sample_steps, config.guidance)
+            guidance = settings(pipe, config.sample_steps, config.guidance)[1]
             latents, log_probs, cond = switched(
                 pipe, schedule(pipe, config), [p.text for p in prompts], [p.neutral for p in prompts],
                 [seeds[i] for i in mine], [switch[i] for i in mine], explore_steps(pipe, config)[0], guidance,
